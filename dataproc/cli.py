@@ -1,0 +1,169 @@
+"""The ``dataproc`` command line: filter, dedup, run a whole pipeline, build a sample corpus."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from dataproc.errors import ConfigError, DataError
+
+EPILOG_FILTER = """examples:
+  dataproc filter --input shards/ --output out/filtered
+  dataproc filter --input 'data/*.parquet' --output out/f --filters gopher_quality,language --tasks 4 --workers 2
+  dataproc filter --input s3://bucket/crawl/ --output out/f --config configs/dataproc/default.yaml
+"""
+EPILOG_DEDUP = """examples:
+  dataproc dedup --input shards/ --output out/dedup                      # MinHash, 5-grams, 14x8 bands
+  dataproc dedup --input shards/ --output out/dedup --threshold 0.8      # bands x rows from a threshold
+  dataproc dedup --input shards/ --output out/exact --method exact
+  dataproc dedup --input shards/ --output out/dedup --tasks 8 --workers 2
+"""
+EPILOG_RUN = """examples:
+  dataproc run configs/dataproc/default.yaml
+  dataproc run configs/dataproc/default.yaml input=other/ output=out/x execution.tasks=4 minhash.threshold=0.8
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", required=True, nargs="+",
+                   help="Parquet/JSONL(.gz) file(s), directory, glob or fsspec URL")
+    p.add_argument("--output", required=True, help="output directory (local path or fsspec URL)")
+    p.add_argument("--tasks", type=int, default=1, help="independent tasks per stage (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="tasks run at once by the local executor (default 1)")
+    p.add_argument("--executor", choices=("local", "slurm", "ray"), default="local",
+                   help="datatrove executor to run the tasks on (default local)")
+    p.add_argument("--batch-size", type=int, default=10_000, help="documents per Arrow batch (default 10000)")
+    p.add_argument("--text-column", default="text", help="column holding the text (default text)")
+    p.add_argument("--id-column", default="id", help="column holding document ids (default id)")
+    p.add_argument("--max-shard-bytes", type=int, default=256 << 20, help="output shard size bound (bytes)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dataproc", description="Filter, language-ID and deduplicate Parquet/JSONL crawl shards.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `dataproc <command> --help` for the options and examples of each command.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("filter", help="quality, language and harmful-content filters",
+                       description="Run filters; write kept/, removed/ (with a reason column), quarantine/, stats.json.",
+                       epilog=EPILOG_FILTER, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(f)
+    f.add_argument("--filters", default=None,
+                   help="comma-separated filter names in order (default: the filters of --config, else "
+                        "gopher_repetition,gopher_quality,c4_quality,fineweb_quality,language)")
+    f.add_argument("--config", default=None, help="YAML whose `filters:` section sets filters and thresholds")
+
+    d = sub.add_parser("dedup", help="exact or MinHash-LSH near-duplicate removal",
+                       description="Deduplicate; write kept/, removed/ (with a duplicate_of column), stats.json.",
+                       epilog=EPILOG_DEDUP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(d)
+    d.add_argument("--method", choices=("minhash", "exact"), default="minhash")
+    d.add_argument("--num-perm", type=int, default=128, help="MinHash permutations (default 128)")
+    d.add_argument("--ngram", type=int, default=5, help="word n-gram size of shingles (default 5)")
+    d.add_argument("--bands", type=int, default=None, help="LSH bands (default 14)")
+    d.add_argument("--rows", type=int, default=None, help="rows per band (default 8)")
+    d.add_argument("--threshold", type=float, default=None,
+                   help="Jaccard threshold; picks bands x rows instead of --bands/--rows")
+    d.add_argument("--seed", type=int, default=1, help="hash seed (default 1)")
+
+    r = sub.add_parser("run", help="a whole pipeline from a YAML config",
+                       description="read → filters → exact dedup → MinHash dedup → write, as a YAML config "
+                                   "describes (see configs/dataproc/); dotted key=value overrides follow.",
+                       epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("config", help="pipeline YAML")
+    r.add_argument("overrides", nargs="*", help="dotted overrides, e.g. execution.tasks=4")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    s = sub.add_parser("sample-corpus", help="build a real sample corpus from PyPI sdists (no other network)",
+                       description="Download Django source distributions with pip and split their docs into "
+                                   "sections, as a Parquet corpus with cross-version near-duplicates.")
+    s.add_argument("--output", required=True, help="output Parquet file")
+    s.add_argument("--versions", default="4.2.16,5.0.9,5.1.3", help="comma-separated Django versions")
+    return parser
+
+
+def _read_options(a: argparse.Namespace) -> dict[str, Any]:
+    return {"batch_size": a.batch_size, "text_column": a.text_column, "id_column": a.id_column}
+
+
+def _exec_options(a: argparse.Namespace) -> dict[str, Any]:
+    return {"tasks": a.tasks, "workers": a.workers, "executor": a.executor,
+            "max_shard_bytes": a.max_shard_bytes, "progress": not a.no_progress}
+
+
+def _cmd_filter(a: argparse.Namespace) -> dict[str, Any]:
+    from dataproc.config import FILTERS, build_filters, load_config
+    from dataproc.pipeline import run_filter
+    from dataproc.shards import resolve_inputs
+
+    cfg = load_config(a.config, base={"input": a.input, "output": a.output})
+    if a.filters is not None or not cfg.filters:
+        names = (a.filters or "gopher_repetition,gopher_quality,c4_quality,fineweb_quality,language").split(",")
+        for n in names:
+            if n not in FILTERS:
+                raise ConfigError(f"--filters {n}", f"unknown filter (known: {', '.join(FILTERS)})")
+        cfg.filters = {n: cfg.filters.get(n, {}) for n in names}
+    return run_filter(resolve_inputs(a.input), a.output, build_filters(cfg), **_exec_options(a), **_read_options(a))
+
+
+def _cmd_dedup(a: argparse.Namespace) -> dict[str, Any]:
+    from dataproc.dedup.stages import ExactKeyer, MinHashKeyer
+    from dataproc.pipeline import run_dedup
+    from dataproc.shards import resolve_inputs
+
+    if a.method == "exact":
+        keyer = ExactKeyer()
+    else:
+        if a.threshold is not None and (a.bands or a.rows):
+            raise ConfigError("--threshold", "give either --threshold or --bands/--rows, not both")
+        bands, rows = (None, None) if a.threshold is not None else (a.bands or 14, a.rows or 8)
+        keyer = MinHashKeyer(num_perm=a.num_perm, ngram=a.ngram, seed=a.seed, bands=bands, rows=rows,
+                             threshold=a.threshold)
+    return run_dedup(resolve_inputs(a.input), a.output, keyer, **_exec_options(a), **_read_options(a))
+
+
+def _cmd_run(a: argparse.Namespace) -> dict[str, Any]:
+    from dataproc.config import load_config
+    from dataproc.pipeline import run_pipeline
+
+    return run_pipeline(load_config(a.config, a.overrides), progress=not a.no_progress)
+
+
+def _cmd_sample(a: argparse.Namespace) -> dict[str, Any]:
+    from dataproc.sample_corpus import build_sample_corpus
+
+    return build_sample_corpus(a.output, a.versions.split(","))
+
+
+def _one_line(summary: dict[str, Any]) -> str:
+    if "stages" in summary:
+        parts = [f"{s['stage']}: {s['docs_in']}→{s['kept']}" for s in summary["stages"]]
+        return (f"pipeline: {summary['docs_in']} docs in, {summary['kept']} kept, {summary['removed']} removed, "
+                f"{summary['quarantined']} quarantined, balanced={summary['balanced']} ({'; '.join(parts)}) "
+                f"in {summary['wall_s']:.1f}s")
+    if "stage" in summary:
+        return (f"{summary['stage']}: {summary['docs_in']} docs in, {summary['kept']} kept, "
+                f"{summary['removed_total']} removed {json.dumps(summary['removed'])}, "
+                f"{summary['quarantined_total']} quarantined, balanced={summary['balanced']}, "
+                f"{summary.get('wall_s', summary['time_s']):.1f}s")
+    return json.dumps(summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"filter": _cmd_filter, "dedup": _cmd_dedup, "run": _cmd_run, "sample-corpus": _cmd_sample}
+    try:
+        summary = handler[args.command](args)
+    except (DataError, ConfigError) as exc:
+        print(f"dataproc {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    print(_one_line(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

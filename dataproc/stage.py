@@ -1,0 +1,135 @@
+"""The resumable stage: work units, completion markers, per-unit accounting, stage summaries.
+
+Every stage is a datatrove ``PipelineStep`` so that datatrove's executors (local
+multi-process, Slurm, Ray) run it unchanged: task ``rank`` of ``world_size`` processes units
+``rank, rank + world_size, ...``. A unit (usually one input file) writes its outputs under
+names derived from the unit index, atomically, then a marker ``.units/<unit>.json`` holding
+its stats. A rerun skips marked units and redoes the others from scratch, so a killed job
+reruns to byte-identical output, whatever the number of tasks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from datatrove.pipeline.base import PipelineStep
+from tqdm import tqdm
+
+from dataproc.storage import Folder
+
+UNITS_DIR = ".units"
+
+
+@dataclass
+class UnitStats:
+    """What one unit saw and did. ``docs_in == kept + sum(removed) + sum(quarantined)``."""
+
+    docs_in: int = 0
+    bytes_in: int = 0
+    kept: int = 0
+    kept_bytes: int = 0
+    removed: dict[str, int] = field(default_factory=dict)
+    removed_bytes: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    quarantined_bytes: int = 0
+    time_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add_removed(self, reasons: Iterable[str], nbytes: int) -> None:
+        for reason, n in Counter(reasons).items():
+            self.removed[reason] = self.removed.get(reason, 0) + n
+        self.removed_bytes += nbytes
+
+    def add_quarantined(self, reasons: Iterable[str], nbytes: int) -> None:
+        for reason, n in Counter(reasons).items():
+            self.quarantined[reason] = self.quarantined.get(reason, 0) + n
+        self.quarantined_bytes += nbytes
+
+    def balanced(self) -> bool:
+        return self.docs_in == self.kept + sum(self.removed.values()) + sum(self.quarantined.values())
+
+
+def merge_stats(parts: Iterable[UnitStats]) -> UnitStats:
+    """Sum unit stats (dict fields added key by key, ``extra`` counters summed when numeric)."""
+    total = UnitStats()
+    for p in parts:
+        for name in ("docs_in", "bytes_in", "kept", "kept_bytes", "removed_bytes", "quarantined_bytes", "time_s"):
+            setattr(total, name, getattr(total, name) + getattr(p, name))
+        for name in ("removed", "quarantined", "extra"):
+            acc = getattr(total, name)
+            for k, v in getattr(p, name).items():
+                acc[k] = acc.get(k, 0) + v if isinstance(v, int | float) else v
+    return total
+
+
+class UnitStage(PipelineStep):
+    """Base class: subclasses define ``units()`` and ``process(unit) -> UnitStats``."""
+
+    type = "dataproc"
+    name = "stage"
+
+    def __init__(self, output_dir: str, progress: bool = True) -> None:
+        super().__init__()
+        self.output_dir = str(output_dir)
+        self.progress = progress
+
+    @property
+    def out(self) -> Folder:
+        return Folder(self.output_dir)
+
+    # --- to implement -------------------------------------------------------------------
+    def units(self) -> list[str]:
+        """Names of the work units, in a fixed order (e.g. ``00000`` per input file)."""
+        raise NotImplementedError
+
+    def process(self, unit_index: int, unit: str) -> UnitStats:
+        """Do unit ``unit_index``; write outputs atomically; return its stats."""
+        raise NotImplementedError
+
+    def clear(self, unit: str) -> None:
+        """Remove whatever a previous, interrupted attempt at ``unit`` may have left."""
+
+    # --- machinery ----------------------------------------------------------------------
+    def unit_done(self, unit: str) -> bool:
+        return self.out.exists(UNITS_DIR, f"{unit}.json")
+
+    def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> None:
+        units = self.units()
+        mine = [(i, u) for i, u in enumerate(units) if i % world_size == rank]
+        todo = [(i, u) for i, u in mine if not self.unit_done(u)]
+        bar = tqdm(todo, desc=f"{self.name} [task {rank}/{world_size}]", unit="unit",
+                   disable=not self.progress or not todo, leave=False)
+        for i, u in bar:
+            self.clear(u)
+            t0 = time.perf_counter()
+            stats = self.process(i, u)
+            stats.time_s = round(time.perf_counter() - t0, 3)
+            if not stats.balanced():
+                raise RuntimeError(f"{self.name} unit {u}: accounting does not balance: {stats}")
+            self.out.write_json(f"{UNITS_DIR}/{u}.json", asdict(stats))
+            self.stat_update("units")
+            self.stat_update("docs_in", value=stats.docs_in)
+            self.stat_update("kept", value=stats.kept)
+        bar.close()
+        return None
+
+    def summarize(self) -> dict[str, Any]:
+        """Merge unit markers into ``stats.json`` (all units must be done) and return it."""
+        units = self.units()
+        missing = [u for u in units if not self.unit_done(u)]
+        if missing:
+            raise RuntimeError(f"{self.name}: {len(missing)} unit(s) not done yet (first: {missing[0]}); "
+                               f"rerun the same command to finish them")
+        parts = [UnitStats(**self.out.read_json(f"{UNITS_DIR}/{u}.json")) for u in units]
+        total = merge_stats(parts)
+        summary = {"stage": self.name, "units": len(units), **asdict(total),
+                   "removed_total": sum(total.removed.values()),
+                   "quarantined_total": sum(total.quarantined.values()),
+                   "balanced": total.balanced()}
+        summary["time_s"] = round(summary["time_s"], 3)
+        self.out.write_json("stats.json", summary)
+        return summary
