@@ -8,7 +8,7 @@ the next, as in datatrove, so each reason count is "dropped here, after the prev
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -94,7 +94,7 @@ class FilterStage(UnitStage):
                 if name.startswith(f"{unit}-"):
                     folder.remove(name)
 
-    def read(self, unit_index: int) -> list[Batch] | object:
+    def read(self, unit_index: int) -> Iterator[Batch]:
         return read_batches(self.inputs[unit_index], self.batch_size, self.text_column, self.id_column,
                             self.max_text_bytes)
 
@@ -104,6 +104,7 @@ class FilterStage(UnitStage):
         removed_w = ShardWriter(self.out.sub("removed"), unit, self.max_shard_bytes)
         quarantine_w = ShardWriter(self.out.sub("quarantine"), unit, self.max_shard_bytes)
         for b in self.read(unit_index):
+            self.tick(b.docs_in)
             stats.docs_in += b.docs_in
             stats.bytes_in += b.bytes_in
             if b.quarantine is not None:

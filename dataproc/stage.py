@@ -101,9 +101,9 @@ class UnitStage(PipelineStep):
         units = self.units()
         mine = [(i, u) for i, u in enumerate(units) if i % world_size == rank]
         todo = [(i, u) for i, u in mine if not self.unit_done(u)]
-        bar = tqdm(todo, desc=f"{self.name} [task {rank}/{world_size}]", unit="unit",
-                   disable=not self.progress or not todo, leave=False)
-        for i, u in bar:
+        self._bar = tqdm(desc=f"{self.name} [task {rank}/{world_size}, {len(todo)} units]", unit=" docs",
+                         disable=not self.progress or not todo, leave=False, mininterval=0.5)
+        for i, u in todo:
             self.clear(u)
             t0 = time.perf_counter()
             stats = self.process(i, u)
@@ -114,8 +114,15 @@ class UnitStage(PipelineStep):
             self.stat_update("units")
             self.stat_update("docs_in", value=stats.docs_in)
             self.stat_update("kept", value=stats.kept)
-        bar.close()
+        self._bar.close()
+        self._bar = None
         return None
+
+    def tick(self, docs: int) -> None:
+        """Advance the progress bar by ``docs`` documents."""
+        bar = getattr(self, "_bar", None)
+        if bar is not None:
+            bar.update(docs)
 
     def summarize(self) -> dict[str, Any]:
         """Merge unit markers into ``stats.json`` (all units must be done) and return it."""

@@ -98,6 +98,7 @@ class DedupKeys(_DedupBase):
     def process(self, unit_index: int, unit: str) -> UnitStats:
         keys, ids, ids_col, docs = [], [], [], 0
         for b in read_batches(self.inputs[unit_index], **self.read_options):
+            self.tick(b.docs_in)
             docs += b.docs_in
             if b.good.num_rows == 0:
                 continue
@@ -208,6 +209,7 @@ class DedupFilter(_DedupBase, FilterStage):
         quarantine_w = ShardWriter(self.out.sub("quarantine"), unit, self.max_shard_bytes)
         reason = f"{self.keyer.name}_duplicate"
         for b in read_batches(self.inputs[unit_index], **self.read_options):
+            self.tick(b.docs_in)
             stats.docs_in += b.docs_in
             stats.bytes_in += b.bytes_in
             if b.quarantine is not None:

@@ -161,3 +161,20 @@ def test_rerun_after_crash_redoes_only_unfinished_units(shards, tmp_path, monkey
     assert calls["n"] == -100 + 3  # the 3 finished key units were not redone
     assert again["kept"] == ref["kept"]
     assert _file_bytes(tmp_path / "crash") == _file_bytes(tmp_path / "ref")
+
+
+def test_fsspec_urls_in_and_out(shards, tmp_path):
+    """Inputs as file:// URLs, outputs on fsspec's in-memory filesystem: same result as local paths."""
+    import fsspec
+
+    inputs, _ = shards
+    local = run_filter(inputs[:2], str(tmp_path / "local"), [ShortDocs()], batch_size=700)
+    remote = run_filter([f"file://{p}" for p in inputs[:2]], "memory://dataproc-test/out", [ShortDocs()],
+                        batch_size=700)
+    assert remote["kept"] == local["kept"] and remote["removed"] == local["removed"]
+    fs = fsspec.filesystem("memory")
+    names = sorted(p.rsplit("/", 1)[1] for p in fs.ls("/dataproc-test/out/kept", detail=False))
+    assert names == Folder(str(tmp_path / "local/kept")).list(suffix=".parquet")
+    with fs.open(f"/dataproc-test/out/kept/{names[0]}", "rb") as f:
+        assert f.read() == (tmp_path / "local/kept" / names[0]).read_bytes()
+    fs.rm("/dataproc-test", recursive=True)
