@@ -20,10 +20,10 @@ from dataproc.errors import ConfigError
 
 # name in YAML → "module:Class" (imported lazily so the CLI starts fast)
 FILTERS: dict[str, str] = {
-    "gopher_repetition": "dataproc.filters.gopher:GopherRepetitionFilter",
-    "gopher_quality": "dataproc.filters.gopher:GopherQualityFilter",
-    "c4_quality": "dataproc.filters.c4:C4QualityFilter",
-    "fineweb_quality": "dataproc.filters.fineweb:FineWebQualityFilter",
+    "gopher_repetition": "dataproc.filters.gopher:GopherRepetition",
+    "gopher_quality": "dataproc.filters.gopher:GopherQuality",
+    "c4_quality": "dataproc.filters.c4:C4Quality",
+    "fineweb_quality": "dataproc.filters.fineweb:FineWebQuality",
     "language": "dataproc.filters.langid:LanguageID",
     "harmful": "dataproc.filters.harmful:HarmfulContentFilter",
 }

@@ -16,7 +16,7 @@ import pyarrow as pa
 from dataproc.filters.base import BatchFilter
 from dataproc.shards import Batch, read_batches
 from dataproc.stage import UnitStage, UnitStats
-from dataproc.storage import ShardWriter
+from dataproc.storage import Folder, ShardWriter
 
 
 def text_bytes(batch: pa.RecordBatch | pa.Table, column: str = "text") -> int:
@@ -29,6 +29,16 @@ def text_bytes(batch: pa.RecordBatch | pa.Table, column: str = "text") -> int:
     offsets = np.frombuffer(col.buffers()[1], dtype=np.int64 if pa.types.is_large_string(col.type)
                             or pa.types.is_large_binary(col.type) else np.int32)
     return int(offsets[col.offset + len(col)] - offsets[col.offset])
+
+
+def clear_split_outputs(out: Folder, unit: str) -> None:
+    """Remove the kept/removed/quarantine shards (and temp files) of an interrupted ``unit``."""
+    for sub in ("kept", "removed", "quarantine"):
+        folder = out.sub(sub)
+        folder.remove_stale_tmp(prefix=f"{unit}-")
+        for name in folder.list(suffix=".parquet"):
+            if name.startswith(f"{unit}-"):
+                folder.remove(name)
 
 
 def _spread(col: pa.Array, positions: np.ndarray, n: int) -> pa.Array:
@@ -87,12 +97,7 @@ class FilterStage(UnitStage):
         return [f"{i:05d}" for i in range(len(self.inputs))]
 
     def clear(self, unit: str) -> None:
-        for sub in ("kept", "removed", "quarantine"):
-            folder = self.out.sub(sub)
-            folder.remove_stale_tmp()
-            for name in folder.list(suffix=".parquet"):
-                if name.startswith(f"{unit}-"):
-                    folder.remove(name)
+        clear_split_outputs(self.out, unit)
 
     def read(self, unit_index: int) -> Iterator[Batch]:
         return read_batches(self.inputs[unit_index], self.batch_size, self.text_column, self.id_column,

@@ -84,11 +84,13 @@ class Folder:
     def load_npy(self, rel: str) -> np.ndarray:
         return np.load(io.BytesIO(self.read_bytes(rel)), allow_pickle=False)
 
-    def remove_stale_tmp(self, *parts: str) -> None:
-        p = self.path(*parts)
+    def remove_stale_tmp(self, prefix: str = "") -> None:
+        """Remove temp files of final names starting with ``prefix`` (other tasks' are left alone)."""
+        p = self.path()
         if self.fs.exists(p):
             for f in self.fs.ls(p, detail=False):
-                if os.path.basename(f).endswith(".tmp"):
+                name = os.path.basename(f)
+                if name.endswith(".tmp") and name.startswith(f".{prefix}"):
                     self.fs.rm(f)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataproc.filter_stage import FilterStage, text_bytes
+from dataproc.filter_stage import clear_split_outputs, text_bytes
 from dataproc.shards import read_batches
 from dataproc.stage import UnitStage, UnitStats
 from dataproc.storage import ShardWriter
@@ -182,19 +182,22 @@ class DedupClusters(_DedupBase):
         return pa.array(out, pa.string())
 
 
-class DedupFilter(_DedupBase, FilterStage):
+class DedupFilter(_DedupBase):
     """Step 4: every input file split into ``kept/`` and ``removed/`` (with ``duplicate_of``)."""
 
     name = "dedup-filter"
 
     def __init__(self, inputs: Sequence[str], output_dir: str, keyer: Keyer, progress: bool = True,
                  max_shard_bytes: int = 256 << 20, **read_options) -> None:
-        _DedupBase.__init__(self, inputs, output_dir, keyer, progress, **read_options)
+        super().__init__(inputs, output_dir, keyer, progress, **read_options)
         self.max_shard_bytes = max_shard_bytes
         self._removed: pa.Table | None = None
 
     def units(self) -> list[str]:
         return [f"{i:05d}" for i in range(len(self.inputs))]
+
+    def clear(self, unit: str) -> None:
+        clear_split_outputs(self.out, unit)
 
     def process(self, unit_index: int, unit: str) -> UnitStats:
         if self._removed is None:
