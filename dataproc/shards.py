@@ -93,7 +93,7 @@ def _parquet_batches(path: str, batch_size: int, columns: list[str] | None) -> I
         columns = [c for c in columns if c in pf.schema_arrow.names]
     row = 0
     try:
-        for batch in pf.iter_batches(batch_size=batch_size, columns=columns, use_threads=False):
+        for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
             row += batch.num_rows
             yield batch
     except DataError:

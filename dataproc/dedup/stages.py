@@ -97,7 +97,9 @@ class DedupKeys(_DedupBase):
 
     def process(self, unit_index: int, unit: str) -> UnitStats:
         keys, ids, ids_col, docs = [], [], [], 0
-        for b in read_batches(self.inputs[unit_index], **self.read_options):
+        # Only the text and id columns are needed to compute keys.
+        columns = [self.read_options.get("text_column", "text"), self.read_options.get("id_column", "id")]
+        for b in read_batches(self.inputs[unit_index], columns=columns, **self.read_options):
             self.tick(b.docs_in)
             docs += b.docs_in
             if b.good.num_rows == 0:
