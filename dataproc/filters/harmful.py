@@ -116,7 +116,13 @@ class HarmfulContentFilter:
     """
 
     name = "harmful"
-    reasons: tuple[str, ...] = ("blocked_domain", "blocked_url", "blocked_url_word", "blocked_word", "classifier")
+    reasons: tuple[str, ...] = (
+        "blocked_domain",
+        "blocked_url",
+        "blocked_url_word",
+        "blocked_word",
+        "classifier",
+    )
 
     def __init__(
         self,
@@ -151,7 +157,9 @@ class HarmfulContentFilter:
         ascii_only = all(w.isascii() for w in self.words)
         self._word_regex = word_pattern(self.words) if self.words else None
         # An all-ASCII list can run with ASCII boundaries first (see _count_words).
-        self._fast_word_regex = word_pattern(self.words, ascii_boundaries=True) if self.words and ascii_only else None
+        self._fast_word_regex = (
+            word_pattern(self.words, ascii_boundaries=True) if self.words and ascii_only else None
+        )
         if classifier_path is not None and not Path(classifier_path).is_file():
             raise FileNotFoundError(f"classifier model {classifier_path} does not exist")
         self.classifier_path = str(classifier_path) if classifier_path is not None else None
