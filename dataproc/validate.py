@@ -19,17 +19,20 @@ def _scan(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray
     """Per document: is it valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF), is it blank."""
     n = len(offsets) - 1
     valid = np.ones(n, dtype=np.bool_)
-    blank = np.ones(n, dtype=np.bool_)
+    blank = np.zeros(n, dtype=np.bool_)
     for d in range(n):
         i, end = offsets[d], offsets[d + 1]
+        # Leading ASCII whitespace only decides blankness; the rest is a UTF-8 check.
+        while i < end and (data[i] == 32 or 9 <= data[i] <= 13):
+            i += 1
+        if i == end:
+            blank[d] = True
+            continue
         while i < end:
             b = data[i]
             if b < 0x80:
-                if b != 32 and not (9 <= b <= 13):
-                    blank[d] = False
                 i += 1
                 continue
-            blank[d] = False
             if 0xC2 <= b <= 0xDF:
                 need, lo, hi = 1, 0x80, 0xBF
             elif b == 0xE0:
@@ -51,15 +54,10 @@ def _scan(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray
                 valid[d] = False
                 break
             c = data[i + 1]
-            if c < lo or c > hi:
-                valid[d] = False
-                break
-            ok = True
+            ok = lo <= c <= hi
             for k in range(2, need + 1):
                 c = data[i + k]
-                if c < 0x80 or c > 0xBF:
-                    ok = False
-                    break
+                ok = ok and 0x80 <= c <= 0xBF
             if not ok:
                 valid[d] = False
                 break
