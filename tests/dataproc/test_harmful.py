@@ -8,6 +8,7 @@ import logging
 import pickle
 import random
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -306,7 +307,6 @@ def test_url_rules_agree_with_datatrove_url_filter(docs_sections, monkeypatch):
 @pytest.fixture(scope="module")
 def source_classifier(docs_sections: Path, tmp_path_factory) -> tuple[Path, list[str], list[str]]:
     """A fastText model trained on 3,000 real sections labelled linux vs django; held-out texts."""
-    import fasttext
 
     df = pl.read_parquet(docs_sections, columns=["text", "source"])
     linux = df.filter(pl.col("source").str.starts_with("linux")).sample(2000, seed=1)
@@ -318,9 +318,12 @@ def source_classifier(docs_sections: Path, tmp_path_factory) -> tuple[Path, list
     lines = [f"__label__{lab} " + " ".join(t.split()) for t, lab in zip(train["text"], train["label"])]
     (folder / "train.txt").write_text("\n".join(lines) + "\n")
     # fastText's defaults (lr 0.1, dim 100); small dims hit its "Encountered NaN" on this set.
-    model = fasttext.train_supervised(input=str(folder / "train.txt"), epoch=5, thread=1, verbose=0, seed=0)
+    # Trained in a fresh process: in a long-lived one (after other tests) the same input and seed
+    # sometimes ends in "Encountered NaN", i.e. fastText's training depends on process state.
     path = folder / "source.bin"
-    model.save_model(str(path))
+    script = ("import fasttext, sys; fasttext.train_supervised(input=sys.argv[1], epoch=5, thread=1, verbose=0, "
+              "seed=0).save_model(sys.argv[2])")
+    subprocess.run([sys.executable, "-c", script, str(folder / "train.txt"), str(path)], check=True)
     return path, held["text"].to_list(), held["label"].to_list()
 
 
