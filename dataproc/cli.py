@@ -140,6 +140,8 @@ def _cmd_sample(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _one_line(summary: dict[str, Any]) -> str:
+    if "submitted" in summary:
+        return f"submitted {len(summary['submitted'])} Slurm jobs writing to {summary['output']}: {summary['note']}"
     if "stages" in summary:
         parts = [f"{s['stage']}: {s['docs_in']}→{s['kept']}" for s in summary["stages"]]
         return (f"pipeline: {summary['docs_in']} docs in, {summary['kept']} kept, {summary['removed']} removed, "

@@ -31,6 +31,40 @@ def text_bytes(batch: pa.RecordBatch | pa.Table, column: str = "text") -> int:
     return int(offsets[col.offset + len(col)] - offsets[col.offset])
 
 
+class SplitOutputs:
+    """The three outputs of a unit — kept, removed, quarantine — and their accounting."""
+
+    def __init__(self, out: Folder, unit: str, max_shard_bytes: int) -> None:
+        self.stats = UnitStats()
+        self._kept = ShardWriter(out.sub("kept"), unit, max_shard_bytes)
+        self._removed = ShardWriter(out.sub("removed"), unit, max_shard_bytes)
+        self._quarantine = ShardWriter(out.sub("quarantine"), unit, max_shard_bytes)
+
+    def arrived(self, b: Batch) -> None:
+        """Count a batch in and send its quarantined rows aside."""
+        self.stats.docs_in += b.docs_in
+        self.stats.bytes_in += b.bytes_in
+        if b.quarantine is not None:
+            self._quarantine.write(b.quarantine)
+            self.stats.add_quarantined(b.quarantine.column("quarantine_reason").to_pylist(),
+                                       text_bytes(b.quarantine))
+
+    def keep(self, batch: pa.RecordBatch) -> None:
+        self._kept.write(batch)
+        self.stats.kept += batch.num_rows
+        self.stats.kept_bytes += text_bytes(batch)
+
+    def remove(self, batch: pa.RecordBatch, reasons: list[str]) -> None:
+        """Write ``batch`` (already holding its ``reason`` column) to ``removed/``."""
+        self._removed.write(batch)
+        self.stats.add_removed(reasons, text_bytes(batch))
+
+    def close(self) -> UnitStats:
+        for w in (self._kept, self._removed, self._quarantine):
+            w.close()
+        return self.stats
+
+
 def clear_split_outputs(out: Folder, unit: str) -> None:
     """Remove the kept/removed/quarantine shards (and temp files) of an interrupted ``unit``."""
     for sub in ("kept", "removed", "quarantine"):
@@ -84,11 +118,10 @@ class FilterStage(UnitStage):
 
     name = "filter"
 
-    def __init__(self, inputs: Sequence[str], output_dir: str, filters: Sequence[BatchFilter],
+    def __init__(self, inputs: Sequence[str] | str, output_dir: str, filters: Sequence[BatchFilter],
                  batch_size: int = 10_000, max_shard_bytes: int = 256 << 20, text_column: str = "text",
                  id_column: str = "id", max_text_bytes: int = 10_000_000, progress: bool = True) -> None:
-        super().__init__(output_dir, progress)
-        self.inputs = list(inputs)
+        super().__init__(output_dir, progress, inputs)
         self.filters = list(filters)
         self.batch_size, self.max_shard_bytes = batch_size, max_shard_bytes
         self.text_column, self.id_column, self.max_text_bytes = text_column, id_column, max_text_bytes
@@ -104,31 +137,16 @@ class FilterStage(UnitStage):
                             self.max_text_bytes)
 
     def process(self, unit_index: int, unit: str) -> UnitStats:
-        stats = UnitStats()
-        kept_w = ShardWriter(self.out.sub("kept"), unit, self.max_shard_bytes)
-        removed_w = ShardWriter(self.out.sub("removed"), unit, self.max_shard_bytes)
-        quarantine_w = ShardWriter(self.out.sub("quarantine"), unit, self.max_shard_bytes)
+        outputs = SplitOutputs(self.out, unit, self.max_shard_bytes)
         for b in self.read(unit_index):
             self.tick(b.docs_in)
-            stats.docs_in += b.docs_in
-            stats.bytes_in += b.bytes_in
-            if b.quarantine is not None:
-                quarantine_w.write(b.quarantine)
-                stats.add_quarantined(b.quarantine.column("quarantine_reason").to_pylist(),
-                                      text_bytes(b.quarantine))
+            outputs.arrived(b)
             if b.good.num_rows == 0:
                 continue
             batch, reason = apply_filters(self.filters, b.good)
             drop = np.flatnonzero(reason != None)  # noqa: E711 (object array comparison)
-            keep = np.flatnonzero(reason == None)  # noqa: E711
-            kept = batch.take(pa.array(keep))
-            kept_w.write(kept)
-            stats.kept += len(keep)
-            stats.kept_bytes += text_bytes(kept)
+            outputs.keep(batch.take(pa.array(np.flatnonzero(reason == None))))  # noqa: E711
             if len(drop):
                 removed = batch.take(pa.array(drop)).append_column("reason", pa.array(reason[drop], pa.string()))
-                removed_w.write(removed)
-                stats.add_removed(reason[drop].tolist(), text_bytes(removed))
-        for w in (kept_w, removed_w, quarantine_w):
-            w.close()
-        return stats
+                outputs.remove(removed, reason[drop].tolist())
+        return outputs.close()

@@ -1,16 +1,20 @@
-"""Run stages on datatrove executors and chain them into the whole pipeline.
+"""Plan stages as datatrove steps and run them: locally, on Ray, or submitted to Slurm.
 
-``run_pipeline(cfg)`` = filter → exact dedup → MinHash dedup, each stage reading the previous
-stage's ``kept/`` shards. Every stage directory gets ``stats.json``; the output directory gets
-a top-level ``stats.json`` that checks the books balance end to end.
+A pipeline is a list of steps, each with a task count: filter → exact dedup (keys, buckets,
+clusters, filter) → MinHash dedup (the same four) → a summary step that writes every stage's
+``stats.json`` and the top-level books. Each stage reads the previous stage's ``kept/``
+directory, resolved only when its tasks start, so the whole chain can be submitted to Slurm at
+once (each job depending on the previous one). Locally and on Ray the steps run one after the
+other from this process.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
+import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from dataproc.config import MinHashConfig, PipelineConfig, build_filters
@@ -25,86 +29,175 @@ from dataproc.dedup.stages import (
 )
 from dataproc.filter_stage import FilterStage
 from dataproc.shards import resolve_inputs
-from dataproc.stage import UnitStage
+from dataproc.stage import UnitStage, UnitStats
 from dataproc.storage import Folder
 
-log = logging.getLogger("dataproc")
+
+@dataclass
+class Step:
+    """One datatrove step and how many tasks run it."""
+
+    step: UnitStage
+    tasks: int
+
+
+@dataclass
+class Execution:
+    executor: str = "local"  # local | slurm | ray
+    tasks: int = 1
+    workers: int = 1
+    options: dict[str, Any] | None = None
+
+
+def filter_steps(inputs: Sequence[str] | str, output: str, filters: list[Any], tasks: int = 1,
+                 max_shard_bytes: int = 256 << 20, progress: bool = True, **read_options) -> list[Step]:
+    return [Step(FilterStage(inputs, output, filters, max_shard_bytes=max_shard_bytes, progress=progress,
+                             **read_options), tasks)]
+
+
+def dedup_steps(inputs: Sequence[str] | str, output: str, keyer: Keyer, tasks: int = 1,
+                max_shard_bytes: int = 256 << 20, progress: bool = True, **read_options) -> list[Step]:
+    common = {"progress": progress, **read_options}
+    return [Step(DedupKeys(inputs, output, keyer, **common), tasks),
+            Step(DedupBuckets(inputs, output, keyer, **common), min(tasks, keyer.bands)),
+            Step(DedupClusters(inputs, output, keyer, **common), 1),
+            Step(DedupFilter(inputs, output, keyer, max_shard_bytes=max_shard_bytes, **common), tasks)]
+
+
+class Summary(UnitStage):
+    """Last step (one task): each stage's ``stats.json``, then the top-level books if chained."""
+
+    name = "summary"
+
+    def __init__(self, output_dir: str, stages: list[tuple[str, UnitStage]], top_level: bool) -> None:
+        super().__init__(output_dir, progress=False)
+        self.stages, self.top_level = stages, top_level
+
+    def units(self) -> list[str]:
+        return ["summary"]
+
+    def unit_done(self, unit: str) -> bool:
+        return False  # cheap, and its inputs may have changed: always rewrite
+
+    def process(self, unit_index: int, unit: str) -> UnitStats:
+        self.result = summarize(self.output_dir, self.stages, self.top_level)
+        return UnitStats()
+
+
+def summarize(output: str, stages: list[tuple[str, UnitStage]], top_level: bool) -> dict[str, Any]:
+    summaries = []
+    for label, final in stages:
+        s = final.summarize()
+        s["stage"] = label
+        if final.out.exists("work", "clusters.json"):
+            s["clusters"] = final.out.read_json("work/clusters.json")
+        final.out.write_json("stats.json", s)
+        summaries.append(s)
+    if not top_level:
+        return summaries[0]
+    last = stages[-1][1]
+    kept = last.out.sub("kept")
+    top = books(summaries, [kept.url_of(n) for n in kept.list(suffix=".parquet")])
+    Folder(output).write_json("stats.json", top)
+    return top
+
+
+def books(stages: list[dict[str, Any]], final_files: list[str]) -> dict[str, Any]:
+    """Top-level books: input = final kept + everything removed or quarantined on the way."""
+    docs_in = stages[0]["docs_in"]
+    removed = sum(s["removed_total"] for s in stages)
+    quarantined = sum(s["quarantined_total"] for s in stages)
+    kept = stages[-1]["kept"]
+    chained = all(a["kept"] == b["docs_in"] for a, b in itertools.pairwise(stages))
+    return {"docs_in": docs_in, "bytes_in": stages[0]["bytes_in"], "kept": kept,
+            "kept_bytes": stages[-1]["kept_bytes"], "removed": removed, "quarantined": quarantined,
+            "balanced": chained and docs_in == kept + removed + quarantined and all(s["balanced"] for s in stages),
+            "stages": [{k: s[k] for k in ("stage", "docs_in", "kept", "removed", "removed_total", "quarantined",
+                                          "time_s")} for s in stages],
+            "output_files": final_files}
 
 
 def _quiet_datatrove() -> None:
-    """datatrove logs every task at INFO through loguru; keep the console to our progress bars."""
-    import sys
-
+    """datatrove logs every task at INFO through loguru; keep the driver's console to warnings."""
     from loguru import logger
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
 
 
-def execute(step: UnitStage, tasks: int, workers: int, logging_dir: str, executor: str = "local",
-            options: dict[str, Any] | None = None) -> None:
-    """Run ``step`` as ``tasks`` datatrove tasks (``workers`` at a time) and wait for it."""
-    units = len(step.units())
-    tasks = max(1, min(tasks, units))
+def execute(step: UnitStage, tasks: int, logging_dir: str, execution: Execution) -> None:
+    """Run ``step`` as ``tasks`` datatrove tasks and wait (local and Ray executors)."""
+    tasks = max(1, min(tasks, len(step.units())))
+    # Leftovers of a killed run: never read, but they should not pile up. Safe: nothing runs now.
+    Folder(step.output_dir).remove_tmp_tree()
     # Completion markers per task count: ranks of an N-task run mean nothing to an M-task rerun.
     logging_dir = f"{logging_dir}/tasks-{tasks}"
-    if executor == "local" and tasks == 1:
-        # Same PipelineStep, without the executor: avoids its process pool for a single task.
-        step.run(None, 0, 1)
+    if execution.executor == "local" and tasks == 1:
+        step.run(None, 0, 1)  # the same PipelineStep, without a process pool for one task
         return
     _quiet_datatrove()
-    if executor == "local":
+    if execution.executor == "local":
         from datatrove.executor import LocalPipelineExecutor
 
-        LocalPipelineExecutor(pipeline=[step], tasks=tasks, workers=min(workers, tasks), logging_dir=logging_dir,
-                              **(options or {})).run()
-    elif executor == "slurm":
-        from datatrove.executor import SlurmPipelineExecutor
-
-        SlurmPipelineExecutor(pipeline=[step], tasks=tasks, workers=workers, logging_dir=logging_dir,
-                              job_name=f"dataproc-{step.name}", **(options or {})).run()
-    elif executor == "ray":
+        LocalPipelineExecutor(pipeline=[step], tasks=tasks, workers=min(execution.workers, tasks),
+                              logging_dir=logging_dir, **(execution.options or {})).run()
+    elif execution.executor == "ray":
         from datatrove.executor import RayPipelineExecutor
 
-        RayPipelineExecutor(pipeline=[step], tasks=tasks, workers=workers, logging_dir=logging_dir,
-                            **(options or {})).run()
+        RayPipelineExecutor(pipeline=[step], tasks=tasks, workers=execution.workers, logging_dir=logging_dir,
+                            **(execution.options or {})).run()
     else:
-        raise ValueError(f"unknown executor {executor!r}")
+        raise ValueError(f"executor {execution.executor!r} cannot run synchronously")
+
+
+def slurm_chain(steps: list[Step], logs: Folder, execution: Execution) -> list[Any]:
+    """One ``SlurmPipelineExecutor`` per step, each depending on the one before."""
+    from datatrove.executor import SlurmPipelineExecutor
+
+    chain: list[Any] = []
+    for i, s in enumerate(steps):
+        chain.append(SlurmPipelineExecutor(
+            pipeline=[s.step], tasks=s.tasks, workers=execution.workers, job_name=f"dataproc-{i:02d}-{s.step.name}",
+            logging_dir=logs.url_of(f"{i:02d}-{s.step.name}"), depends=chain[-1] if chain else None,
+            **(execution.options or {})))
+    return chain
+
+
+def launch(steps: list[Step], output: str, stages: list[tuple[str, UnitStage]], execution: Execution,
+           top_level: bool) -> dict[str, Any]:
+    """Run (or submit) ``steps`` then the summary; returns the summary, or what was submitted."""
+    logs = Folder(output).sub("logs")
+    summary = Summary(output, stages, top_level)
+    if execution.executor == "slurm":
+        chain = slurm_chain([*steps, Step(summary, 1)], logs, execution)
+        chain[-1].run()  # datatrove submits the dependencies first
+        return {"submitted": [c.job_name for c in chain], "output": output,
+                "note": "stats.json is written by the last job; rerun the same command to resume"}
+    t0 = time.perf_counter()
+    for i, s in enumerate(steps):
+        execute(s.step, s.tasks, logs.url_of(f"{i:02d}-{s.step.name}"), execution)
+    summary.run(None, 0, 1)
+    result = dict(summary.result, wall_s=round(time.perf_counter() - t0, 3))
+    Folder(output).write_json("stats.json", result)
+    return result
 
 
 def run_filter(inputs: Sequence[str], output: str, filters: list[Any], tasks: int = 1, workers: int = 1,
                executor: str = "local", options: dict | None = None, max_shard_bytes: int = 256 << 20,
                progress: bool = True, **read_options) -> dict[str, Any]:
-    """Filter stage end to end; returns its ``stats.json``."""
-    step = FilterStage(inputs, output, filters, max_shard_bytes=max_shard_bytes, progress=progress, **read_options)
-    t0 = time.perf_counter()
-    execute(step, tasks, workers, Folder(output).url_of("logs"), executor, options)
-    summary = step.summarize()
-    summary["wall_s"] = round(time.perf_counter() - t0, 3)
-    Folder(output).write_json("stats.json", summary)
-    return summary
+    """The filter stage end to end; returns its ``stats.json``."""
+    steps = filter_steps(inputs, output, filters, tasks, max_shard_bytes, progress, **read_options)
+    return launch(steps, output, [("filter", steps[-1].step)], Execution(executor, tasks, workers, options),
+                  top_level=False)
 
 
 def run_dedup(inputs: Sequence[str], output: str, keyer: Keyer, tasks: int = 1, workers: int = 1,
               executor: str = "local", options: dict | None = None, max_shard_bytes: int = 256 << 20,
               progress: bool = True, **read_options) -> dict[str, Any]:
     """The four dedup steps end to end; returns the stage's ``stats.json``."""
-    t0 = time.perf_counter()
-    out = Folder(output)
-    common = {"progress": progress, **read_options}
-    keys = DedupKeys(inputs, output, keyer, **common)
-    buckets = DedupBuckets(inputs, output, keyer, **common)
-    clusters = DedupClusters(inputs, output, keyer, **common)
-    final = DedupFilter(inputs, output, keyer, max_shard_bytes=max_shard_bytes, **common)
-    for step in (keys, buckets, clusters, final):
-        n = 1 if step is clusters else tasks
-        execute(step, n, workers, out.url_of("logs", step.name), executor, options)
-    summary = final.summarize()
-    summary["stage"] = f"{keyer.name}-dedup"
-    summary["clusters"] = out.read_json("work/clusters.json")
-    summary["wall_s"] = round(time.perf_counter() - t0, 3)
-    out.write_json("stats.json", summary)
-    return summary
+    steps = dedup_steps(inputs, output, keyer, tasks, max_shard_bytes, progress, **read_options)
+    return launch(steps, output, [(f"{keyer.name}-dedup", steps[-1].step)],
+                  Execution(executor, tasks, workers, options), top_level=False)
 
 
 def minhash_keyer(m: MinHashConfig) -> MinHashKeyer:
@@ -112,52 +205,35 @@ def minhash_keyer(m: MinHashConfig) -> MinHashKeyer:
                         threshold=m.threshold)
 
 
+def plan_pipeline(cfg: PipelineConfig, progress: bool = True) -> tuple[list[Step], list[tuple[str, UnitStage]]]:
+    """All steps of ``cfg``: filter → exact → minhash, each reading the previous ``kept/``."""
+    out = Folder(cfg.output)
+    ex = cfg.execution
+    opts = {"tasks": ex.tasks, "max_shard_bytes": cfg.max_shard_bytes, "progress": progress,
+            **{k: getattr(cfg.read, k) for k in ("batch_size", "max_text_bytes")}}
+    first_read = {"text_column": cfg.read.text_column, "id_column": cfg.read.id_column}
+    steps: list[Step] = []
+    stages: list[tuple[str, UnitStage]] = []
+    current: Sequence[str] | str = resolve_inputs(cfg.input)
+    if cfg.filters:
+        steps += filter_steps(current, out.url_of("filter"), build_filters(cfg), **opts, **first_read)
+        stages.append(("filter", steps[-1].step))
+        current, first_read = out.url_of("filter", "kept"), {}
+    for label, enabled, make in (("exact", cfg.exact_dedup.enabled, ExactKeyer),
+                                 ("minhash", cfg.minhash.enabled, lambda: minhash_keyer(cfg.minhash))):
+        if enabled:
+            keyer = make()
+            steps += dedup_steps(current, out.url_of(label), keyer, **opts, **first_read)
+            stages.append((f"{keyer.name}-dedup", steps[-1].step))
+            current, first_read = out.url_of(label, "kept"), {}
+    if not steps:
+        raise ValueError("nothing to run: enable at least one of filters, exact_dedup, minhash")
+    return steps, stages
+
+
 def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
     """filter → exact → minhash as configured; writes and returns the top-level stats."""
-    out = Folder(cfg.output)
-    inputs = resolve_inputs(cfg.input)
+    steps, stages = plan_pipeline(cfg, progress)
     ex = cfg.execution
-    run_opts = {"tasks": ex.tasks, "workers": ex.workers, "executor": ex.executor, "options": ex.options,
-                "max_shard_bytes": cfg.max_shard_bytes, "progress": progress,
-                **{k: getattr(cfg.read, k) for k in ("batch_size", "text_column", "id_column", "max_text_bytes")}}
-    stages: list[dict[str, Any]] = []
-    current = inputs
-    t0 = time.perf_counter()
-
-    def next_inputs(stage_dir: str) -> list[str]:
-        kept = Folder(stage_dir).sub("kept")
-        return [kept.url_of(n) for n in kept.list(suffix=".parquet")]
-
-    if cfg.filters:
-        d = out.url_of("filter")
-        stages.append(run_filter(current, d, build_filters(cfg), **run_opts))
-        current = next_inputs(d)
-    dedup_opts = dict(run_opts, text_column="text", id_column="id")
-    if cfg.exact_dedup.enabled and current:
-        d = out.url_of("exact")
-        stages.append(run_dedup(current, d, ExactKeyer(), **dedup_opts))
-        current = next_inputs(d)
-    if cfg.minhash.enabled and current:
-        d = out.url_of("minhash")
-        stages.append(run_dedup(current, d, minhash_keyer(cfg.minhash), **dedup_opts))
-        current = next_inputs(d)
-    summary = summarize_pipeline(stages, current, time.perf_counter() - t0)
-    out.write_json("stats.json", summary)
-    return summary
-
-
-def summarize_pipeline(stages: list[dict[str, Any]], final_files: list[str], wall_s: float) -> dict[str, Any]:
-    """Top-level books: input = final kept + everything removed or quarantined on the way."""
-    if not stages:
-        raise ValueError("nothing to run: enable at least one of filters, exact_dedup, minhash")
-    docs_in, bytes_in = stages[0]["docs_in"], stages[0]["bytes_in"]
-    removed = sum(s["removed_total"] for s in stages)
-    quarantined = sum(s["quarantined_total"] for s in stages)
-    kept = stages[-1]["kept"]
-    chained = all(a["kept"] == b["docs_in"] for a, b in itertools.pairwise(stages))
-    return {"docs_in": docs_in, "bytes_in": bytes_in, "kept": kept, "kept_bytes": stages[-1]["kept_bytes"],
-            "removed": removed, "quarantined": quarantined, "balanced": chained
-            and docs_in == kept + removed + quarantined and all(s["balanced"] for s in stages),
-            "stages": [{k: s[k] for k in ("stage", "docs_in", "kept", "removed", "quarantined", "wall_s")}
-                       for s in stages],
-            "output_files": final_files, "wall_s": round(wall_s, 3)}
+    return launch(steps, cfg.output, stages, Execution(ex.executor, ex.tasks, ex.workers, ex.options),
+                  top_level=True)

@@ -34,14 +34,15 @@ def _is_supported(path: str) -> bool:
     return path.lower().endswith(SUPPORTED_SUFFIXES)
 
 
-def resolve_inputs(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+def resolve_inputs(spec: str | os.PathLike | Sequence[str | os.PathLike], allow_empty: bool = False) -> list[str]:
     """Expand ``spec`` (file, directory, glob, or a list of them) into a sorted, de-duplicated list.
 
     Directories are searched recursively for supported files. Order: entries of a list keep
     their order, files within one entry are sorted, so the result is deterministic.
+    ``allow_empty`` accepts a missing or empty directory (a previous stage that kept nothing).
     """
     entries = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
-    if not entries:
+    if not entries and not allow_empty:
         raise DataError("<input>", "no input given")
     out: list[str] = []
     for entry in entries:
@@ -54,9 +55,11 @@ def resolve_inputs(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> lis
             found = sorted(p for p in fs.find(path) if _is_supported(p))
         elif fs.isfile(path):
             found = [path]
+        elif allow_empty:
+            found = []
         else:
             raise DataError(entry, "no such file, directory or glob match")
-        if not found:
+        if not found and not allow_empty:
             raise DataError(entry, f"no input files ending in {', '.join(SUPPORTED_SUFFIXES)}")
         out.extend(protocol + p if protocol and not p.startswith(protocol) else p for p in found)
     return list(dict.fromkeys(out))

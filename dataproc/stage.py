@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from datatrove.pipeline.base import PipelineStep
 from tqdm import tqdm
 
+from dataproc.shards import resolve_inputs
 from dataproc.storage import Folder
 
 UNITS_DIR = ".units"
@@ -72,10 +73,20 @@ class UnitStage(PipelineStep):
     type = "dataproc"
     name = "stage"
 
-    def __init__(self, output_dir: str, progress: bool = True) -> None:
+    def __init__(self, output_dir: str, progress: bool = True, inputs: Sequence[str] | str = ()) -> None:
         super().__init__()
         self.output_dir = str(output_dir)
         self.progress = progress
+        # A string (a previous stage's kept/ directory) is resolved when first needed, so a
+        # stage can be planned, and submitted to a cluster, before its input exists.
+        self._inputs_spec = inputs
+        self._inputs: list[str] | None = None if isinstance(inputs, str) else list(inputs)
+
+    @property
+    def inputs(self) -> list[str]:
+        if self._inputs is None:
+            self._inputs = resolve_inputs(self._inputs_spec, allow_empty=True)
+        return self._inputs
 
     @property
     def out(self) -> Folder:

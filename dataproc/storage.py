@@ -54,6 +54,15 @@ class Folder:
         if self.fs.exists(p):
             self.fs.rm(p, recursive=True)
 
+    def remove_tmp_tree(self) -> int:
+        """Remove every temp file below this folder (only safe while no task is writing here)."""
+        if not self.fs.exists(self.root):
+            return 0
+        stale = [f for f in self.fs.find(self.root) if os.path.basename(f).endswith(".tmp")]
+        for f in stale:
+            self.fs.rm(f)
+        return len(stale)
+
     def _tmp(self, final: str) -> str:
         d, b = os.path.split(final)
         return f"{d}/.{b}.{uuid.uuid4().hex[:8]}.tmp"

@@ -25,10 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataproc.filter_stage import clear_split_outputs, text_bytes
+from dataproc.filter_stage import SplitOutputs, clear_split_outputs
 from dataproc.shards import read_batches
 from dataproc.stage import UnitStage, UnitStats
-from dataproc.storage import ShardWriter
 
 ROW_BITS = 40
 
@@ -77,10 +76,10 @@ class MinHashKeyer:
 
 
 class _DedupBase(UnitStage):
-    def __init__(self, inputs: Sequence[str], output_dir: str, keyer: Keyer, progress: bool = True,
+    def __init__(self, inputs: Sequence[str] | str, output_dir: str, keyer: Keyer, progress: bool = True,
                  **read_options) -> None:
-        super().__init__(output_dir, progress)
-        self.inputs, self.keyer, self.read_options = list(inputs), keyer, read_options
+        super().__init__(output_dir, progress, inputs)
+        self.keyer, self.read_options = keyer, read_options
 
     @property
     def work(self):
@@ -189,7 +188,7 @@ class DedupFilter(_DedupBase):
 
     name = "dedup-filter"
 
-    def __init__(self, inputs: Sequence[str], output_dir: str, keyer: Keyer, progress: bool = True,
+    def __init__(self, inputs: Sequence[str] | str, output_dir: str, keyer: Keyer, progress: bool = True,
                  max_shard_bytes: int = 256 << 20, **read_options) -> None:
         super().__init__(inputs, output_dir, keyer, progress, **read_options)
         self.max_shard_bytes = max_shard_bytes
@@ -208,33 +207,19 @@ class DedupFilter(_DedupBase):
         lo, hi = np.searchsorted(all_docs, [unit_index << ROW_BITS, (unit_index + 1) << ROW_BITS])
         gone_rows = all_docs[lo:hi] & ((1 << ROW_BITS) - 1)
         gone_of = self._removed.column("duplicate_of").slice(lo, hi - lo)
-        stats = UnitStats()
-        kept_w = ShardWriter(self.out.sub("kept"), unit, self.max_shard_bytes)
-        removed_w = ShardWriter(self.out.sub("removed"), unit, self.max_shard_bytes)
-        quarantine_w = ShardWriter(self.out.sub("quarantine"), unit, self.max_shard_bytes)
+        outputs = SplitOutputs(self.out, unit, self.max_shard_bytes)
         reason = f"{self.keyer.name}_duplicate"
         for b in read_batches(self.inputs[unit_index], **self.read_options):
             self.tick(b.docs_in)
-            stats.docs_in += b.docs_in
-            stats.bytes_in += b.bytes_in
-            if b.quarantine is not None:
-                quarantine_w.write(b.quarantine)
-                stats.add_quarantined(b.quarantine.column("quarantine_reason").to_pylist(),
-                                      text_bytes(b.quarantine))
+            outputs.arrived(b)
             pos = np.searchsorted(gone_rows, b.rows)
-            pos_c = np.minimum(pos, max(len(gone_rows) - 1, 0))
-            is_gone = (len(gone_rows) > 0) & (gone_rows[pos_c] == b.rows) if len(gone_rows) else \
-                np.zeros(len(b.rows), bool)
-            kept = b.good.filter(pa.array(~is_gone))
-            kept_w.write(kept)
-            stats.kept += kept.num_rows
-            stats.kept_bytes += text_bytes(kept)
+            is_gone = np.zeros(len(b.rows), bool)
+            if len(gone_rows):
+                is_gone = gone_rows[np.minimum(pos, len(gone_rows) - 1)] == b.rows
+            outputs.keep(b.good.filter(pa.array(~is_gone)))
             if is_gone.any():
                 removed = b.good.filter(pa.array(is_gone))
                 removed = removed.append_column("duplicate_of", gone_of.take(pa.array(pos[is_gone])))
                 removed = removed.append_column("reason", pa.array([reason] * removed.num_rows, pa.string()))
-                removed_w.write(removed)
-                stats.add_removed([reason] * removed.num_rows, text_bytes(removed))
-        for w in (kept_w, removed_w, quarantine_w):
-            w.close()
-        return stats
+                outputs.remove(removed, [reason] * removed.num_rows)
+        return outputs.close()

@@ -7,6 +7,7 @@ the real filters and dedup cores have their own tests.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +137,7 @@ def test_multi_task_local_executor_equals_single_task(shards, tmp_path):
     assert one["kept"] == many["kept"] and one["removed"] == many["removed"]
     assert _file_bytes(tmp_path / "one") == _file_bytes(tmp_path / "many")
     # datatrove's executor ran the 3 tasks and marked them complete.
-    done = Folder(str(tmp_path / "many/logs/dedup-keys/tasks-3/completions")).list()
+    done = Folder(str(tmp_path / "many/logs/00-dedup-keys/tasks-3/completions")).list()
     assert done == ["00000", "00001", "00002"]
 
 
@@ -178,3 +179,28 @@ def test_fsspec_urls_in_and_out(shards, tmp_path):
     with fs.open(f"/dataproc-test/out/kept/{names[0]}", "rb") as f:
         assert f.read() == (tmp_path / "local/kept" / names[0]).read_bytes()
     fs.rm("/dataproc-test", recursive=True)
+
+
+def test_slurm_plan_chains_every_step_and_resolves_inputs_late(tmp_path, tiny_sections):
+    """The whole pipeline submitted at once: each job depends on the one before, later stages
+    read the previous stage's kept/ only when they run, and the chain pickles as datatrove
+    ships it to Slurm (dill)."""
+    import dill
+
+    from dataproc.config import load_config
+    from dataproc.pipeline import Execution, Step, Summary, plan_pipeline, slurm_chain
+
+    out = tmp_path / "plan"
+    cfg = load_config(None, ["filters={gopher_quality: {}}", "execution.tasks=8"],
+                      base={"input": str(tiny_sections), "output": str(out)})
+    steps, stages = plan_pipeline(cfg)
+    chain = slurm_chain([*steps, Step(Summary(str(out), stages, True), 1)], Folder(str(out)).sub("logs"),
+                        Execution("slurm", 8, 4, {"partition": "cpu", "time": "01:00:00"}))
+    names = [c.job_name.split("-", 2)[2] for c in chain]
+    assert names == ["filter", *["dedup-keys", "dedup-buckets", "dedup-clusters", "dedup-filter"] * 2, "summary"]
+    assert all(c.depends is p for p, c in itertools.pairwise(chain)) and chain[0].depends is None
+    assert [c.tasks for c in chain] == [8, 8, 1, 1, 8, 8, 8, 1, 8, 1]  # exact: 1 band; minhash: 14 bands
+    exact_keys = steps[1].step
+    assert exact_keys._inputs is None and exact_keys._inputs_spec.endswith("filter/kept")
+    assert not out.exists()  # planning wrote nothing
+    dill.loads(dill.dumps(chain[-1]))
