@@ -92,3 +92,19 @@ def test_kill_9_then_rerun_is_byte_identical(tmp_path, corpus, lid_model):
     assert len(ids) == table.num_rows
     assert sorted(ids) == sorted(table.column("id").to_pylist())
     assert not list(out.rglob("*.tmp"))
+
+
+def test_local_executor_with_three_tasks_equals_one_task(tmp_path, corpus, lid_model):
+    """The real pipeline (filters, exact, MinHash) on datatrove's LocalPipelineExecutor with 3
+    tasks on 2 workers writes exactly the files of the single-task run."""
+    corpus_dir, _ = corpus
+    one = tmp_path / "one"
+    _run(_config(tmp_path, corpus_dir, one, lid_model))
+    many = tmp_path / "many"
+    cfg = _config(tmp_path, corpus_dir, many, lid_model)
+    cfg.write_text(cfg.read_text().replace("tasks: 1, workers: 1", "tasks: 3, workers: 2"))
+    _run(cfg)
+    want, got = _outputs(one), _outputs(many)
+    assert len(want) > 10 and sorted(got) == sorted(want)
+    assert all(got[k] == want[k] for k in want)
+    assert (many / "logs/00-filter/tasks-3/completions").is_dir()
