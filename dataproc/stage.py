@@ -11,6 +11,7 @@ reruns to byte-identical output, whatever the number of tasks.
 from __future__ import annotations
 
 import time
+from abc import abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -93,13 +94,13 @@ class UnitStage(PipelineStep):
         return Folder(self.output_dir)
 
     # --- to implement -------------------------------------------------------------------
+    @abstractmethod
     def units(self) -> list[str]:
         """Names of the work units, in a fixed order (e.g. ``00000`` per input file)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def process(self, unit_index: int, unit: str) -> UnitStats:
         """Do unit ``unit_index``; write outputs atomically; return its stats."""
-        raise NotImplementedError
 
     def clear(self, unit: str) -> None:
         """Remove whatever a previous, interrupted attempt at ``unit`` may have left."""
