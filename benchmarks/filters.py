@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from _timing import best_of
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -127,13 +128,6 @@ def run_ours_chain(filters: dict, batches: list[pa.RecordBatch]) -> np.ndarray:
     return np.concatenate(keep)
 
 
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def environment(args: argparse.Namespace, n_docs: int) -> dict:

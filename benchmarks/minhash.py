@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from _timing import best_of
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -66,13 +67,6 @@ def py_shingles(text: str, ngram: int = 5) -> list[bytes]:
     return list({" ".join(words[i : i + k]).encode() for i in range(len(words) - k + 1)})
 
 
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def bench_signatures(texts: pa.Array, repeats: int) -> list[dict]:

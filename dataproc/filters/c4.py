@@ -216,7 +216,8 @@ class C4Quality:
         filter_policy: bool = True,
     ) -> None:
         if not split_paragraph:
-            raise NotImplementedError("C4Quality supports split_paragraph=True (C4's line mode) only")
+            raise ValueError("C4Quality: split_paragraph=False (spaCy sentence mode) is not supported; C4 itself "
+                             "splits on lines (split_paragraph=True)")
         self.opts = (
             bool(filter_no_terminal_punct),
             int(min_num_sentences),

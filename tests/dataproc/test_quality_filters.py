@@ -184,7 +184,7 @@ def test_disabled_checks_move_to_the_next_reason():
 
 
 def test_unsupported_parameters_are_refused():
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="split_paragraph"):
         C4Quality(split_paragraph=False)
     with pytest.raises(ValueError):
         FineWebQuality(stop_chars=("..",))
