@@ -175,6 +175,26 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+
+def result_row(name: str, n: int, peer_s: float, ours_s: tuple[float, float], keep: np.ndarray,
+               peer_keep: np.ndarray, reason_agreement: float, first_call: float) -> dict:
+    """One CSV row: speeds (best and worst of our two timings around the peer's), agreement."""
+    best, worst = min(ours_s), max(ours_s)
+    return {
+        "filter": name,
+        "docs": n,
+        "datatrove_docs_per_s": n / peer_s,
+        "ours_docs_per_s": n / best,
+        "ours_docs_per_s_worst": n / worst,
+        "speedup": peer_s / best,
+        "keep_agreement": float(np.mean(keep == peer_keep)),
+        "reason_agreement": reason_agreement,
+        "mismatches": int(np.sum(keep != peer_keep)),
+        "peer_drop_rate": float(np.mean(~peer_keep)),
+        "ours_first_call_s": first_call,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -214,42 +234,15 @@ def main() -> None:
         peer_keep, peer_reasons, peer_s = run_peer(peers[name], texts)
         after = best_of(lambda f=ours[name]: run_ours(f, batches), args.repeats)
         keep, reasons = run_ours(ours[name], batches)
-        rows.append(
-            {
-                "filter": name,
-                "docs": n,
-                "datatrove_docs_per_s": n / peer_s,
-                "ours_docs_per_s": n / min(before, after),
-                "ours_docs_per_s_worst": n / max(before, after),
-                "speedup": peer_s / min(before, after),
-                "keep_agreement": float(np.mean(keep == peer_keep)),
-                "reason_agreement": float(np.mean([a == b for a, b in zip(reasons, peer_reasons)])),
-                "mismatches": int(np.sum(keep != peer_keep)),
-                "peer_drop_rate": float(np.mean(~peer_keep)),
-                "ours_first_call_s": first_call,
-            }
-        )
+        reason_agreement = float(np.mean([a == b for a, b in zip(reasons, peer_reasons)]))
+        rows.append(result_row(name, n, peer_s, (before, after), keep, peer_keep, reason_agreement, first_call))
         print(f"  {name}: done ({n / peer_s:,.0f} vs {n / min(before, after):,.0f} docs/s)")
 
     before = best_of(lambda: run_ours_chain(ours, batches), args.repeats)
     peer_keep, peer_s = run_peer_chain(peer_filters(), texts)
     after = best_of(lambda: run_ours_chain(ours, batches), args.repeats)
     keep = run_ours_chain(ours, batches)
-    rows.append(
-        {
-            "filter": "all four",
-            "docs": n,
-            "datatrove_docs_per_s": n / peer_s,
-            "ours_docs_per_s": n / min(before, after),
-            "ours_docs_per_s_worst": n / max(before, after),
-            "speedup": peer_s / min(before, after),
-            "keep_agreement": float(np.mean(keep == peer_keep)),
-            "reason_agreement": float("nan"),
-            "mismatches": int(np.sum(keep != peer_keep)),
-            "peer_drop_rate": float(np.mean(~peer_keep)),
-            "ours_first_call_s": float("nan"),
-        }
-    )
+    rows.append(result_row("all four", n, peer_s, (before, after), keep, peer_keep, float("nan"), float("nan")))
 
     header = f"{'filter':<18} {'datatrove/s':>12} {'ours/s':>10} {'speed-up':>9} {'keep agree':>11} {'reason agree':>13} {'first call':>11}"
     print("\n" + header + "\n" + "-" * len(header))

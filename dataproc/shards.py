@@ -199,7 +199,9 @@ def _validate(batch: pa.RecordBatch, path: str, base: str, start: int, text_colu
         cols["source_row"] = pa.array(rows[idx])
         quarantine = pa.RecordBatch.from_pydict(cols)
     keep = np.flatnonzero(~bad)
-    text_ok = raw.take(keep).cast(pa.large_string() if pa.types.is_large_binary(raw.type) else pa.string())
+    # UTF-8 was checked by the scan above: a zero-copy view, not a re-validating cast.
+    text_ok = (raw.take(keep) if bad.any() else raw).view(
+        pa.large_string() if pa.types.is_large_binary(raw.type) else pa.string())
     good_cols = {"id": ids.take(keep) if bad.any() else ids, "text": text_ok}
     good_cols.update({nm: (col.take(keep) if bad.any() else col) for nm, col in others})
     good = pa.RecordBatch.from_pydict(good_cols)

@@ -172,15 +172,18 @@ class DedupClusters(_DedupBase):
 
     def _ids_of(self, doc_ids: np.ndarray) -> pa.Array:
         """The ``id`` strings of ``doc_ids``, reading only the id files that hold them."""
-        out = np.empty(len(doc_ids), dtype=object)
         files = doc_ids >> ROW_BITS
+        order, parts = [], []
         for f in np.unique(files):
             t = pq.read_table(pa.BufferReader(self.work.read_bytes(f"ids/{int(f):05d}.parquet")))
-            have = t.column("doc_id").to_numpy()
             sel = np.flatnonzero(files == f)
-            pos = np.searchsorted(have, doc_ids[sel])
-            out[sel] = t.column("id").to_numpy(zero_copy_only=False)[pos]
-        return pa.array(out, pa.string())
+            parts.append(t.column("id").take(pa.array(np.searchsorted(t.column("doc_id").to_numpy(), doc_ids[sel]))))
+            order.append(sel)
+        if not parts:
+            return pa.array([], pa.string())
+        # Gathered file by file; put back in the order of ``doc_ids``.
+        ids = pa.chunked_array([c for p in parts for c in p.chunks], pa.string()).combine_chunks()
+        return ids.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
 
 
 class DedupFilter(_DedupBase):
