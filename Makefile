@@ -27,7 +27,11 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/dataproc sample-corpus --output $(RUN)/corpus.parquet
 	$(BIN)/dataproc run configs/dataproc/demo.yaml input=$(RUN)/corpus.parquet output=$(RUN)/data
-	@echo "demo done: clean shards in $(RUN)/data/minhash/kept, books in $(RUN)/data/stats.json"
+	$(BIN)/dataproc train-tokenizer --input $(RUN)/data/minhash/kept --output $(RUN)/tokenizer.json --vocab-size 8192
+	$(BIN)/dataproc tokenize --input $(RUN)/data/minhash/kept --output-prefix $(RUN)/tokens/docs \
+	    --tokenizer $(RUN)/tokenizer.json --workers 2
+	@echo "demo done: clean shards in $(RUN)/data/minhash/kept (books: $(RUN)/data/stats.json)," \
+	      "tokens in $(RUN)/tokens/docs.bin/.idx"
 
 ## tests (slow ones excluded; `make test-slow` runs them)
 test: venv
@@ -44,11 +48,13 @@ bench-data: venv
 	$(BIN)/python benchmarks/filters.py
 	$(BIN)/python benchmarks/langid.py
 	$(BIN)/python benchmarks/minhash.py
+	$(BIN)/python benchmarks/tokenization.py
 
 bench-smoke: venv
 	$(BIN)/python benchmarks/filters.py --smoke
 	$(BIN)/python benchmarks/langid.py --smoke
 	$(BIN)/python benchmarks/minhash.py --smoke
+	$(BIN)/python benchmarks/tokenization.py --smoke
 
 clean:
 	rm -rf runs .cache .pytest_cache

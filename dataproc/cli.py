@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -19,6 +20,22 @@ EPILOG_DEDUP = """examples:
   dataproc dedup --input shards/ --output out/dedup --threshold 0.8      # bands x rows from a threshold
   dataproc dedup --input shards/ --output out/exact --method exact
   dataproc dedup --input shards/ --output out/dedup --tasks 8 --workers 2
+"""
+EPILOG_TOKENIZE = """examples:
+  dataproc tokenize --input runs/demo/data/minhash/kept --output-prefix runs/demo/tokens/web \\
+      --tokenizer runs/demo/tokenizer.json --workers 2
+  dataproc tokenize --input shards/ --output-prefix out/gpt2 --tokenizer ../shared/assets/gpt2.tiktoken
+  dataproc tokenize --input shards/ --output-prefix out/x --tokenizer tok.json --eod '</s>' --executor slurm
+writes PREFIX.bin + PREFIX.idx (Megatron indexed dataset, EOD after every document) and PREFIX.json
+(tokenizer, dtype, documents, tokens, tokens per source); a rerun resumes.
+"""
+EPILOG_TRAIN_TOK = """examples:
+  dataproc train-tokenizer --input runs/demo/data/minhash/kept --output runs/demo/tokenizer.json --vocab-size 8192
+  dataproc train-tokenizer --input shards/ --output tok/ --vocab-size 32000 --max-bytes 200000000
+"""
+EPILOG_BLEND = """examples:
+  dataproc blend --output out/mix.json 0.7 out/web 0.3 out/code
+pairs are 'weight prefix' as in Megatron's --data-path; weights are normalised to sum to 1.
 """
 EPILOG_RUN = """examples:
   dataproc run configs/dataproc/default.yaml
@@ -77,6 +94,52 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="pipeline YAML")
     r.add_argument("overrides", nargs="*", help="dotted overrides, e.g. execution.tasks=4")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    t = sub.add_parser("tokenize", help="tokenize shards into a Megatron .bin/.idx dataset",
+                       description="Tokenize the text of Parquet/JSONL shards into PREFIX.bin/.idx, which "
+                                   "megatron-core's IndexedDataset / GPTDataset read.",
+                       epilog=EPILOG_TOKENIZE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--input", required=True, nargs="+", help="Parquet/JSONL(.gz) file(s), directory, glob or URL")
+    t.add_argument("--output-prefix", required=True, help="local path prefix of the .bin/.idx/.json output")
+    t.add_argument("--tokenizer", required=True,
+                   help="tokenizer.json (or a directory holding one), or a .tiktoken ranks file")
+    t.add_argument("--eod", default=None, help="end-of-document token (default: <|endoftext|>, </s>, ... "
+                                               "whichever the vocabulary has)")
+    t.add_argument("--workers", type=int, default=1, help="processes tokenizing at once (default 1)")
+    t.add_argument("--tasks", type=int, default=None, help="datatrove tasks (default: --workers)")
+    t.add_argument("--executor", choices=("local", "slurm", "ray"), default="local")
+    t.add_argument("--text-column", default="text", help="column holding the text (default text)")
+    t.add_argument("--source-column", default="source",
+                   help="column whose values tokens are counted by, if present (default source)")
+    t.add_argument("--batch-size", type=int, default=2000, help="documents per batch (default 2000)")
+    t.add_argument("--unit-rows", type=int, default=8192,
+                   help="rows per work unit: consecutive Parquet row groups are grouped up to this (default 8192)")
+    t.add_argument("--on-bad-row", choices=("error", "quarantine"), default="error",
+                   help="null/empty/invalid-UTF-8 text: stop with an error naming file and row (default), "
+                        "or set the row aside in PREFIX.tokenize/quarantine/ and count it")
+    t.add_argument("--overwrite", action="store_true", help="replace a dataset of other inputs at this prefix")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    tt = sub.add_parser("train-tokenizer", help="train a byte-level BPE tokenizer (HF tokenizers)",
+                        description="Train a byte-level BPE on the text of shards; save tokenizer.json.",
+                        epilog=EPILOG_TRAIN_TOK, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tt.add_argument("--input", required=True, nargs="+", help="Parquet/JSONL(.gz) file(s), directory, glob or URL")
+    tt.add_argument("--output", required=True, help="tokenizer .json file, or a directory for tokenizer.json")
+    tt.add_argument("--vocab-size", type=int, default=32000, help="vocabulary size incl. specials (default 32000)")
+    tt.add_argument("--min-frequency", type=int, default=2, help="minimum pair count to merge (default 2)")
+    tt.add_argument("--special-tokens", default="<|endoftext|>,<|pad|>",
+                    help="comma-separated special tokens (default <|endoftext|>,<|pad|>; the first is EOD)")
+    tt.add_argument("--text-column", default="text")
+    tt.add_argument("--max-docs", type=int, default=None, help="train on at most this many documents")
+    tt.add_argument("--max-bytes", type=int, default=None, help="train on at most this many bytes of text")
+    tt.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    b = sub.add_parser("blend", help="describe a weighted mixture of tokenized datasets",
+                       description="Check tokenized prefixes (same tokenizer) and write the blend JSON the "
+                                   "engine reads with megatron-core's BlendedMegatronDatasetBuilder.",
+                       epilog=EPILOG_BLEND, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--output", required=True, help="blend JSON to write")
+    b.add_argument("pairs", nargs="+", help="weight prefix [weight prefix ...]")
 
     s = sub.add_parser("sample-corpus", help="build a real sample corpus from PyPI sdists (no other network)",
                        description="Download Django source distributions with pip and split their docs into "
@@ -139,7 +202,51 @@ def _cmd_sample(a: argparse.Namespace) -> dict[str, Any]:
     return build_sample_corpus(a.output, a.versions.split(","))
 
 
+def _cmd_tokenize(a: argparse.Namespace) -> dict[str, Any]:
+    from dataproc.shards import resolve_inputs
+    from dataproc.tokenize_stage import run_tokenize
+    from dataproc.tokenizer import TokenizerSpec
+
+    return run_tokenize(resolve_inputs(a.input), a.output_prefix, TokenizerSpec(a.tokenizer, a.eod),
+                        workers=a.workers, tasks=a.tasks, executor=a.executor, overwrite=a.overwrite,
+                        progress=not a.no_progress, text_column=a.text_column,
+                        source_column=a.source_column or None, batch_size=a.batch_size, on_bad_row=a.on_bad_row,
+                        min_unit_rows=a.unit_rows)
+
+
+def _cmd_train_tokenizer(a: argparse.Namespace) -> dict[str, Any]:
+    from dataproc.train_tokenizer import train_tokenizer
+
+    return train_tokenizer(a.input, a.output, a.vocab_size, a.min_frequency,
+                           [t for t in a.special_tokens.split(",") if t], a.text_column, a.max_docs,
+                           a.max_bytes, progress=not a.no_progress)
+
+
+def _cmd_blend(a: argparse.Namespace) -> dict[str, Any]:
+    from dataproc.blend import parse_pairs, write_blend
+
+    return write_blend(a.output, parse_pairs(a.pairs))
+
+
+def _tokens(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else str(n)
+
+
 def _one_line(summary: dict[str, Any]) -> str:
+    if summary.get("format") == "megatron-indexed-dataset":
+        top = sorted(summary["tokens_by_source"].items(), key=lambda kv: -kv[1])
+        src = "; by source: " + ", ".join(f"{k} {_tokens(v)}" for k, v in top[:8]) if top else ""
+        return (f"tokenize: {summary['documents']} docs → {_tokens(summary['tokens'])} tokens ({summary['dtype']}, "
+                f"vocab {summary['tokenizer']['vocab_size']}, eod {summary['tokenizer']['eod_id']}) in "
+                f"{summary['prefix']}.bin/.idx, {summary['quarantined']} quarantined{src}")
+    if summary.get("format") == "megatron-blend":
+        parts = [f"{os.path.basename(p)} w={w:.3f} ({_tokens(t)} tokens, {s:.1%} of tokens)" for p, w, t, s in
+                 zip(summary["prefixes"], summary["weights"], summary["tokens"], summary["share_of_tokens"],
+                     strict=True)]
+        return f"blend: {summary['output']}: " + "; ".join(parts)
+    if "tokenizer" in summary and "vocab_size" in summary:
+        return (f"train-tokenizer: vocab {summary['vocab_size']} from {summary['docs']} docs in "
+                f"{summary['time_s']:.1f}s → {summary['tokenizer']}")
     if "submitted" in summary:
         return f"submitted {len(summary['submitted'])} Slurm jobs writing to {summary['output']}: {summary['note']}"
     if "stages" in summary:
@@ -157,7 +264,8 @@ def _one_line(summary: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"filter": _cmd_filter, "dedup": _cmd_dedup, "run": _cmd_run, "sample-corpus": _cmd_sample}
+    handler = {"filter": _cmd_filter, "dedup": _cmd_dedup, "run": _cmd_run, "sample-corpus": _cmd_sample,
+               "tokenize": _cmd_tokenize, "train-tokenizer": _cmd_train_tokenizer, "blend": _cmd_blend}
     try:
         summary = handler[args.command](args)
     except (DataError, ConfigError) as exc:

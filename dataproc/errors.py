@@ -11,7 +11,10 @@ class DataError(ValueError):
         if field is not None:
             where += f", field {field!r}"
         super().__init__(f"{where}: {message}")
-        self.path, self.row, self.field = path, row, field
+        self.path, self.row, self.field, self.message = path, row, field, message
+
+    def __reduce__(self):  # picklable, so a worker process can hand it back to the driver
+        return type(self), (self.path, self.message, self.row, self.field)
 
 
 class ConfigError(ValueError):
@@ -19,4 +22,7 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"config key {key!r}: {message}")
-        self.key = key
+        self.key, self.message = key, message
+
+    def __reduce__(self):
+        return type(self), (self.key, self.message)

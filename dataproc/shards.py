@@ -86,7 +86,8 @@ def _open(path: str):
     return fs.open(p, "rb")
 
 
-def _parquet_batches(path: str, batch_size: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+def _parquet_batches(path: str, batch_size: int, columns: list[str] | None,
+                     row_groups: Sequence[int] | None = None, first_row: int = 0) -> Iterator[pa.RecordBatch]:
     try:
         handle = _open(path)
         pf = pq.ParquetFile(handle)
@@ -94,9 +95,9 @@ def _parquet_batches(path: str, batch_size: int, columns: list[str] | None) -> I
         raise DataError(path, f"not a readable Parquet file ({exc}); is it truncated or another format?") from exc
     if columns is not None:
         columns = [c for c in columns if c in pf.schema_arrow.names]
-    row = 0
+    row = first_row
     try:
-        for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
+        for batch in pf.iter_batches(batch_size=batch_size, columns=columns, row_groups=row_groups):
             row += batch.num_rows
             yield batch
     except DataError:
@@ -105,6 +106,16 @@ def _parquet_batches(path: str, batch_size: int, columns: list[str] | None) -> I
         raise DataError(path, f"corrupt Parquet data after row {row} ({exc})", row=row) from exc
     finally:
         handle.close()
+
+
+def parquet_row_groups(path: str) -> list[int]:
+    """Rows per row group of a Parquet file (from its footer only)."""
+    try:
+        with _open(path) as handle:
+            meta = pq.ParquetFile(handle).metadata
+    except Exception as exc:
+        raise DataError(path, f"not a readable Parquet file ({exc}); is it truncated or another format?") from exc
+    return [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
 
 
 def _jsonl_batches(path: str, batch_size: int) -> Iterator[pa.RecordBatch]:
@@ -136,20 +147,27 @@ def _check_schema(path: str, schema: pa.Schema, text_column: str) -> None:
 
 
 def read_batches(path: str, batch_size: int = 10_000, text_column: str = "text", id_column: str = "id",
-                 max_text_bytes: int = 10_000_000, columns: list[str] | None = None) -> Iterator[Batch]:
+                 max_text_bytes: int = 10_000_000, columns: list[str] | None = None,
+                 row_groups: Sequence[int] | None = None) -> Iterator[Batch]:
     """Yield validated :class:`Batch` es of ``path``, renaming the text/id columns to ``text``/``id``.
 
     A missing id column is synthesised as ``<file name>:<row>`` so every document stays traceable.
+    ``row_groups`` (Parquet only, consecutive) reads just those row groups; row numbers stay
+    those of the whole file.
     """
     lower = path.lower()
+    start = 0
     if lower.endswith(PARQUET_SUFFIXES):
-        raw_batches = _parquet_batches(path, batch_size, columns)
+        if row_groups:
+            start = sum(parquet_row_groups(path)[: row_groups[0]])
+        raw_batches = _parquet_batches(path, batch_size, columns, row_groups, start)
+    elif row_groups is not None:
+        raise DataError(path, "row groups exist only in Parquet files")
     elif lower.endswith(JSONL_SUFFIXES):
         raw_batches = _jsonl_batches(path, batch_size)
     else:
         raise DataError(path, f"unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})")
     base = os.path.basename(path)
-    start = 0
     for batch in raw_batches:
         _check_schema(path, batch.schema, text_column)
         yield _validate(batch, path, base, start, text_column, id_column, max_text_bytes)
