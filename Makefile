@@ -9,8 +9,9 @@ export NUMBA_CACHE_DIR        ?= $(CURDIR)/.cache/numba
 export TRITON_CACHE_DIR       ?= $(CURDIR)/.cache/triton
 export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
 export HF_HUB_OFFLINE := 1
+export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv demo test test-slow lint bench-data bench-smoke clean
+.PHONY: venv demo test test-slow lint bench-data bench-train bench-smoke clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,15 +24,17 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
-## main job: a real sample corpus from PyPI (Django docs, 3 releases) through the data pipeline
+## main job: a real sample corpus from PyPI (Django docs, 3 releases) → data pipeline → tokens → pretraining
 demo: venv
 	$(BIN)/dataproc sample-corpus --output $(RUN)/corpus.parquet
 	$(BIN)/dataproc run configs/dataproc/demo.yaml input=$(RUN)/corpus.parquet output=$(RUN)/data
 	$(BIN)/dataproc train-tokenizer --input $(RUN)/data/minhash/kept --output $(RUN)/tokenizer.json --vocab-size 8192
 	$(BIN)/dataproc tokenize --input $(RUN)/data/minhash/kept --output-prefix $(RUN)/tokens/docs \
 	    --tokenizer $(RUN)/tokenizer.json --workers 2
+	$(BIN)/torchrun --nproc-per-node 2 engine/pretrain.py --config configs/pretrain/tiny_cpu.yaml \
+	    data.prefix=$(RUN)/tokens/docs train.run_dir=$(RUN)/pretrain
 	@echo "demo done: clean shards in $(RUN)/data/minhash/kept (books: $(RUN)/data/stats.json)," \
-	      "tokens in $(RUN)/tokens/docs.bin/.idx"
+	      "tokens in $(RUN)/tokens/docs.bin/.idx, pretraining metrics in $(RUN)/pretrain/metrics.jsonl"
 
 ## tests (slow ones excluded; `make test-slow` runs them)
 test: venv
@@ -50,11 +53,16 @@ bench-data: venv
 	$(BIN)/python benchmarks/minhash.py
 	$(BIN)/python benchmarks/tokenization.py
 
+## training step time: the engine vs a plain PyTorch model of the same architecture (CPU)
+bench-train: venv
+	$(BIN)/python benchmarks/train_cpu.py
+
 bench-smoke: venv
 	$(BIN)/python benchmarks/filters.py --smoke
 	$(BIN)/python benchmarks/langid.py --smoke
 	$(BIN)/python benchmarks/minhash.py --smoke
 	$(BIN)/python benchmarks/tokenization.py --smoke
+	$(BIN)/python benchmarks/train_cpu.py --smoke
 
 clean:
 	rm -rf runs .cache .pytest_cache

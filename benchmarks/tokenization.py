@@ -141,7 +141,7 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2", help="worker counts for ours (default 1,2)")
     a = ap.parse_args()
 
-    work = RESULTS / "tmp" / "tokenize"
+    work = RESULTS / "tmp" / ("tokenize-smoke" if a.smoke else "tokenize")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     inputs = [a.input]

@@ -1,0 +1,135 @@
+"""Model builder: a Llama-style ``GPTModel`` (RMSNorm, RoPE, SwiGLU, GQA) per pipeline chunk, wrapped in DDP.
+
+The model itself is megatron-core's; parallelism enters only through the ``TransformerConfig`` and the
+layer spec (``engine.layers``). ``build_model`` returns one module per virtual pipeline stage held by
+this rank (a list of one without interleaving). Later stages can pass their own model class (e.g. a
+GPTModel with a value head) and extra constructor arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from megatron.core import parallel_state as ps
+from megatron.core import tensor_parallel
+from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+from megatron.core.models.gpt import GPTModel
+from megatron.core.transformer.module import Float16Module
+from megatron.core.transformer.transformer_config import TransformerConfig
+
+from engine.config import PretrainConfig, padded_vocab_size
+from engine.layers import block_spec
+
+
+def precision(cfg: PretrainConfig) -> str:
+    if cfg.train.precision != "auto":
+        return cfg.train.precision
+    return "bf16" if torch.cuda.is_available() else "fp32"
+
+
+def transformer_config(cfg: PretrainConfig) -> TransformerConfig:
+    m, p = cfg.model, cfg.parallel
+    bf16 = precision(cfg) == "bf16"
+    return TransformerConfig(
+        num_layers=m.num_layers,
+        hidden_size=m.hidden_size,
+        num_attention_heads=m.num_attention_heads,
+        num_query_groups=m.num_query_groups,
+        ffn_hidden_size=m.ffn_hidden_size,
+        kv_channels=m.hidden_size // m.num_attention_heads,
+        normalization="RMSNorm",
+        layernorm_epsilon=m.norm_epsilon,
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        init_method_std=m.init_std,
+        bias_activation_fusion=False,
+        bias_dropout_fusion=False,
+        masked_softmax_fusion=False,
+        apply_rope_fusion=False,
+        persist_layer_norm=False,
+        gradient_accumulation_fusion=False,
+        cross_entropy_loss_fusion=False,
+        tensor_model_parallel_size=p.tp,
+        pipeline_model_parallel_size=p.pp,
+        virtual_pipeline_model_parallel_size=p.vpp,
+        sequence_parallel=p.sp,
+        params_dtype=torch.float32,
+        bf16=bf16,
+        pipeline_dtype=torch.bfloat16 if bf16 else torch.float32,
+        use_cpu_initialization=not torch.cuda.is_available(),
+        calculate_per_token_loss=True,
+        # interleaved 1F1B with batch_p2p_comm=True trains wrongly at PP=2 (Megatron-LM#750)
+        overlap_p2p_comm=p.vpp is not None,
+        batch_p2p_comm=p.vpp is None,
+    )
+
+
+def build_model(cfg: PretrainConfig, model_cls: type = GPTModel, wrap_ddp: bool = True,
+                **model_kwargs: Any) -> list[torch.nn.Module]:
+    """This rank's model chunks (one per virtual stage), bf16-wrapped if needed, then in megatron DDP."""
+    tcfg = transformer_config(cfg)
+    vpp = cfg.parallel.vpp or 1
+    chunks: list[torch.nn.Module] = []
+    for stage in range(vpp):
+        vp_stage = stage if cfg.parallel.vpp else None
+        model = model_cls(
+            config=tcfg,
+            transformer_layer_spec=block_spec(tcfg, cfg.model.attention_backend, vp_stage),
+            vocab_size=padded_vocab_size(cfg),
+            max_sequence_length=cfg.model.seq_length,
+            pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage),
+            post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage),
+            share_embeddings_and_output_weights=cfg.model.tie_embeddings,
+            position_embedding_type="rope",
+            rotary_base=cfg.model.rotary_base,
+            vp_stage=vp_stage,
+            **model_kwargs,
+        )
+        model.vp_stage = vp_stage
+        for param in model.parameters():
+            tensor_parallel.set_defaults_if_not_set_tensor_model_parallel_attributes(param)
+        if torch.cuda.is_available():
+            model.cuda(torch.cuda.current_device())
+        if tcfg.bf16:
+            model = Float16Module(tcfg, model)
+        chunks.append(model)
+    if not wrap_ddp:
+        return chunks
+    ddp_config = DistributedDataParallelConfig(
+        grad_reduce_in_fp32=True,
+        overlap_grad_reduce=cfg.parallel.overlap_grad_reduce,
+        overlap_param_gather=cfg.parallel.overlap_param_gather,
+        use_distributed_optimizer=cfg.parallel.distributed_optimizer,
+    )
+    wrapped: list[torch.nn.Module] = []
+    for i, chunk in enumerate(chunks):
+        ddp = DistributedDataParallel(config=tcfg, ddp_config=ddp_config, module=chunk,
+                                      disable_bucketing=i > 0)
+        ddp.broadcast_params()
+        wrapped.append(ddp)
+    return wrapped
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The GPTModel inside DDP / Float16Module wrappers."""
+    while isinstance(model, (DistributedDataParallel, Float16Module)):
+        model = model.module
+    return model
+
+
+def num_parameters(cfg: PretrainConfig) -> int:
+    """Parameters of the whole (unsharded) model, embeddings included."""
+    m = cfg.model
+    vocab = padded_vocab_size(cfg)
+    head_dim = m.hidden_size // m.num_attention_heads
+    attn = m.hidden_size * head_dim * (m.num_attention_heads + 2 * m.num_query_groups)
+    attn += m.num_attention_heads * head_dim * m.hidden_size
+    mlp = 3 * m.hidden_size * m.ffn_hidden_size
+    per_layer = attn + mlp + 2 * m.hidden_size
+    embed = vocab * m.hidden_size * (1 if m.tie_embeddings else 2)
+    return m.num_layers * per_layer + embed + m.hidden_size
