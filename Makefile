@@ -11,7 +11,7 @@ export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
 export HF_HUB_OFFLINE := 1
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv demo test test-slow lint bench-data bench-train bench-smoke clean
+.PHONY: venv demo test test-slow lint bench-data bench-train bench-kernels compile-sm90 bench-smoke clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,12 +57,21 @@ bench-data: venv
 bench-train: venv
 	$(BIN)/python benchmarks/train_cpu.py
 
+## Triton kernels vs torch eager / torch.compile / Liger / flash-attn (needs a GPU; see benchmarks/gpu_check.sh)
+bench-kernels: venv
+	$(BIN)/python benchmarks/kernels.py
+
+## compile every kernel launch configuration for sm_90 (H100/H200) without a GPU
+compile-sm90: venv
+	env -u TRITON_INTERPRET $(BIN)/python -m kernels.compile_check
+
 bench-smoke: venv
 	$(BIN)/python benchmarks/filters.py --smoke
 	$(BIN)/python benchmarks/langid.py --smoke
 	$(BIN)/python benchmarks/minhash.py --smoke
 	$(BIN)/python benchmarks/tokenization.py --smoke
 	$(BIN)/python benchmarks/train_cpu.py --smoke
+	$(BIN)/python benchmarks/kernels.py --smoke
 
 clean:
 	rm -rf runs .cache .pytest_cache

@@ -87,8 +87,8 @@ class HFTokenizer(Tokenizer):
             raise ConfigError("--tokenizer", f"{path}: not a HF tokenizers JSON file ({exc})") from exc
         self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)
         self.eod_token, self.eod_id = _pick_eod(eod, self.tok.token_to_id, path)
-        # encode_batch_fast skips character offsets (which we do not need): same ids, less work.
-        self._encode = getattr(self.tok, "encode_batch_fast", self.tok.encode_batch)
+        # Not encode_batch_fast: same ids, but measured ~1.4x slower on one thread (tokenizers 0.23).
+        self._encode = self.tok.encode_batch
         self.byte_level = type(self.tok.decoder).__name__ == "ByteLevel"
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
