@@ -2,8 +2,9 @@
 
 A pretraining config (``configs/pretrain/*.yaml``) has the sections ``model`` (sizes; ``model.preset``
 names a file in ``configs/model/`` whose keys sit beneath the ones given), ``tokenizer``, ``data``,
-``parallel``, ``optim``, ``train``, ``checkpoint`` and ``logging``. This module imports neither torch nor
-megatron, so a bad config fails in well under a second, before any process group or model exists.
+``parallel``, ``kernels`` (switches for the Triton kernels in ``kernels/``), ``optim``, ``train``,
+``checkpoint`` and ``logging``. This module imports neither torch nor megatron, so a bad config fails in
+well under a second, before any process group or model exists.
 """
 
 from __future__ import annotations
@@ -75,6 +76,26 @@ class ParallelConfig:
 
 
 @dataclass
+class KernelsConfig:
+    """Switches for the fused Triton kernels (``kernels/``) in the local layer spec; all off by default.
+
+    On CUDA tensors the kernels run compiled; on CPU they run under the Triton interpreter with
+    ``TRITON_INTERPRET=1`` and otherwise fall back to their torch references. Any switch on selects the
+    local (non-Transformer-Engine) layer spec. Checkpoints are interchangeable between on and off.
+    """
+
+    rms_norm: bool = False  # input/pre-MLP/final norms: kernels.modules.FusedRMSNorm
+    swiglu: bool = False  # MLP activation on megatron's [gate | up] fc1 output: FusedSwiGLU
+    rope: bool = False  # rotary embedding of q and k in megatron's attention
+    flash_attention: bool = False  # core attention: FlashCoreAttention (causal, no dropout)
+    fused_linear_cross_entropy: bool = False  # output layer + loss without the logits (needs parallel.tp=1)
+
+    def enabled(self) -> list[str]:
+        """Names of the switches that are on."""
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name)]
+
+
+@dataclass
 class OptimConfig:
     lr: float = 3e-4
     min_lr: float = 3e-5
@@ -127,6 +148,7 @@ class PretrainConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    kernels: KernelsConfig = field(default_factory=KernelsConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -367,6 +389,7 @@ def validate(cfg: PretrainConfig, world_size: int = 1, check_files: bool = True)
     if p.vpp is not None and (t.global_batch_size // per_step) % p.pp:
         raise ConfigError("train.global_batch_size", "interleaved pipelining needs the number of "
                           f"micro-batches ({t.global_batch_size // per_step}) divisible by parallel.pp={p.pp}")
+    _validate_kernels(cfg)
     if t.precision not in ("auto", "fp32", "bf16"):
         raise ConfigError("train.precision", f"must be auto, fp32 or bf16, got {t.precision!r}")
     if t.on_nan not in ("stop", "skip"):
@@ -399,6 +422,17 @@ def validate(cfg: PretrainConfig, world_size: int = 1, check_files: bool = True)
             if top >= tok.vocab_size:
                 raise ConfigError("tokenizer.vocab_size", f"{tok.vocab_size} but {prefix}.bin holds token id "
                                   f"{top}: set tokenizer.path to the data's tokenizer.json")
+
+
+def _validate_kernels(cfg: PretrainConfig) -> None:
+    k = cfg.kernels
+    if k.fused_linear_cross_entropy and cfg.parallel.tp != 1:
+        raise ConfigError("kernels.fused_linear_cross_entropy", "needs the whole vocabulary on one rank: "
+                          f"parallel.tp=1, got {cfg.parallel.tp} (turn it off for tensor parallelism)")
+    on = k.enabled()
+    if on and cfg.model.attention_backend == "te":
+        raise ConfigError(f"kernels.{on[0]}", "the kernels replace modules of the local layer spec: "
+                          "set model.attention_backend to auto or sdpa (not te)")
 
 
 # dtype codes of Megatron's .idx header (megatron.core.datasets.indexed_dataset.DType)

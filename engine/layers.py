@@ -5,11 +5,19 @@ modules swapped in: ``SDPAttention`` (``F.scaled_dot_product_attention``: flash/
 GPU, the fast CPU flash path, GQA without copying K/V) and ``RMSNorm`` (a plain norm whose weight is
 tagged ``sequence_parallel`` so megatron all-reduces its gradient over the TP group, which the local
 ``WrappedTorchNorm`` refuses to do). With Transformer Engine installed and a GPU present, TE's spec.
+
+The ``kernels`` config switches put the Triton kernels of ``kernels.modules`` into the local spec (any
+switch on selects it): ``FusedRMSNorm`` for the three norms, ``FusedSwiGLU`` as the MLP's activation
+module (megatron calls it once on the ``[gate | up]`` fc1 output when the TransformerConfig has
+``use_te_activation_func=True``; ``engine.model`` sets that), ``FlashCoreAttention`` as core attention,
+and RoPE through :func:`install_kernels_rope` (see there). The fused output layer + cross-entropy is a
+model-level switch (``engine.model``). Parameter names and shapes do not change with the switches.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,6 +27,8 @@ from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
 from megatron.core.transformer.transformer_config import TransformerConfig
+
+from engine.config import KernelsConfig
 
 
 class RMSNorm(torch.nn.Module):
@@ -73,27 +83,81 @@ def have_transformer_engine() -> bool:
     return torch.cuda.is_available()
 
 
-def layer_spec(backend: str = "auto") -> ModuleSpec:
-    """The spec of one decoder layer for ``backend`` (auto | sdpa | te)."""
-    if backend == "te" or (backend == "auto" and have_transformer_engine()):
+def _norm(kernels: KernelsConfig) -> type[torch.nn.Module]:
+    if kernels.rms_norm:
+        from kernels.modules import FusedRMSNorm
+
+        return FusedRMSNorm
+    return RMSNorm
+
+
+def layer_spec(backend: str = "auto", kernels: KernelsConfig | None = None) -> ModuleSpec:
+    """The spec of one decoder layer for ``backend`` (auto | sdpa | te) and the ``kernels`` switches."""
+    kernels = kernels or KernelsConfig()
+    if not kernels.enabled() and (backend == "te" or (backend == "auto" and have_transformer_engine())):
         from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
 
         return get_gpt_layer_with_transformer_engine_spec()  # TE norms follow config.normalization
     spec = get_gpt_layer_local_spec(normalization="RMSNorm")
     sub = spec.submodules
-    sub.input_layernorm = RMSNorm
-    sub.pre_mlp_layernorm = RMSNorm
+    sub.input_layernorm = _norm(kernels)
+    sub.pre_mlp_layernorm = _norm(kernels)
     sub.self_attention.submodules.core_attention = SDPAttention
+    if kernels.flash_attention:
+        from kernels.modules import FlashCoreAttention
+
+        sub.self_attention.submodules.core_attention = FlashCoreAttention
+    if kernels.swiglu:  # takes effect with TransformerConfig.use_te_activation_func=True (engine.model)
+        from kernels.modules import FusedSwiGLU
+
+        sub.mlp.submodules.activation_func = ModuleSpec(module=FusedSwiGLU)
     return spec
 
 
-def block_spec(config: TransformerConfig, backend: str = "auto", vp_stage: int | None = None) -> Any:
-    """This pipeline stage's layers plus the final norm (RMSNorm, or TE's with TE layers)."""
-    spec = layer_spec(backend)
-    norm: Any = RMSNorm
-    if spec.submodules.input_layernorm is not RMSNorm:
+def block_spec(config: TransformerConfig, backend: str = "auto", vp_stage: int | None = None,
+               kernels: KernelsConfig | None = None) -> Any:
+    """This pipeline stage's layers plus the final norm (RMSNorm, FusedRMSNorm, or TE's with TE layers)."""
+    kernels = kernels or KernelsConfig()
+    spec = layer_spec(backend, kernels)
+    norm: Any = _norm(kernels)
+    if spec.submodules.input_layernorm is not norm:
         from megatron.core.extensions.transformer_engine import TENorm
 
         norm = TENorm
     layers = get_num_layers_to_build(config, vp_stage=vp_stage)
     return TransformerBlockSubmodules(layer_specs=[spec] * layers, layer_norm=norm)
+
+
+_megatron_rope: Callable[..., torch.Tensor] | None = None  # attention.apply_rotary_pos_emb before install
+
+
+def _rope(t: torch.Tensor, freqs: torch.Tensor, config: TransformerConfig, cu_seqlens: torch.Tensor | None = None,
+          mscale: float = 1.0, cp_group: Any = None) -> torch.Tensor:
+    """megatron's RoPE entry point: the Triton kernel for configs with ``kernels_rope``, else megatron's own."""
+    if getattr(config, "kernels_rope", False):
+        from kernels.modules import apply_rotary_pos_emb
+
+        fn: Callable[..., torch.Tensor] = apply_rotary_pos_emb
+    else:
+        assert _megatron_rope is not None
+        fn = _megatron_rope
+    return fn(t, freqs, config, cu_seqlens=cu_seqlens, mscale=mscale, cp_group=cp_group)
+
+
+def install_kernels_rope() -> None:
+    """Route megatron's attention RoPE through :func:`_rope` (idempotent; called when ``kernels.rope`` is on).
+
+    ``megatron.core.transformer.attention`` looks ``apply_rotary_pos_emb`` up as a module global at each
+    call, so there is no per-module hook: the global is replaced once per process by a dispatcher that
+    reads the flag ``kernels_rope`` of the calling attention's TransformerConfig (``engine.model``). Models
+    built with the switch off call megatron's original function with the same arguments, so several
+    models in one process, kernels on and off, each keep their own behaviour (activation recomputation
+    included, which a context manager around the forward would miss).
+    """
+    global _megatron_rope
+    from megatron.core.transformer import attention
+
+    if attention.apply_rotary_pos_emb is _rope:
+        return
+    _megatron_rope = attention.apply_rotary_pos_emb
+    attention.apply_rotary_pos_emb = _rope

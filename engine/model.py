@@ -4,10 +4,15 @@ The model itself is megatron-core's; parallelism enters only through the ``Trans
 layer spec (``engine.layers``). ``build_model`` returns one module per virtual pipeline stage held by
 this rank (a list of one without interleaving). Later stages can pass their own model class (e.g. a
 GPTModel with a value head) and extra constructor arguments.
+
+The ``kernels`` config switches (see ``engine.layers``) enter through the layer spec, two fields of the
+TransformerConfig (``use_te_activation_func`` for SwiGLU, ``kernels_rope`` for RoPE) and, for
+``kernels.fused_linear_cross_entropy``, :class:`FusedLinearCrossEntropyMixin` on the model class.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,7 +25,7 @@ from megatron.core.transformer.module import Float16Module
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from engine.config import PretrainConfig, padded_vocab_size
-from engine.layers import block_spec
+from engine.layers import block_spec, install_kernels_rope
 
 
 def precision(cfg: PretrainConfig) -> str:
@@ -29,10 +34,46 @@ def precision(cfg: PretrainConfig) -> str:
     return "bf16" if torch.cuda.is_available() else "fp32"
 
 
+@dataclass
+class EngineTransformerConfig(TransformerConfig):
+    """megatron's TransformerConfig plus the engine's own switches read inside megatron's modules."""
+
+    kernels_rope: bool = False
+    """Apply RoPE with the Triton kernel (``engine.layers.install_kernels_rope``)."""
+
+
+class FusedLinearCrossEntropyMixin:
+    """Put before a ``GPTModel`` (sub)class: with labels, the last stage returns per-token fp32 losses
+    ``[b, s]`` from ``kernels.modules.language_model_loss`` without materialising the logits. Without
+    labels (or with multi-token prediction or an inference context) it is megatron's own ``_postprocess``.
+    Needs the whole vocabulary on the rank (tensor-parallel size 1)."""
+
+    def _postprocess(self, hidden_states: torch.Tensor, labels: torch.Tensor | None = None,
+                     **kwargs: Any) -> torch.Tensor:
+        model: Any = self
+        if (labels is None or not model.post_process or model.config.mtp_num_layers is not None
+                or kwargs.get("mtp_in_postprocess") or kwargs.get("inference_context") is not None):
+            return super()._postprocess(hidden_states=hidden_states, labels=labels, **kwargs)  # type: ignore[misc]
+        from kernels.modules import language_model_loss
+
+        if model.share_embeddings_and_output_weights:
+            weight = model.shared_embedding_or_output_weight()
+        else:
+            weight = model.output_layer.weight
+        return language_model_loss(hidden_states, weight, labels)
+
+
+def model_class(cfg: PretrainConfig, model_cls: type = GPTModel) -> type:
+    """``model_cls``, or a subclass with the fused output layer + loss when the config switches it on."""
+    if not cfg.kernels.fused_linear_cross_entropy or issubclass(model_cls, FusedLinearCrossEntropyMixin):
+        return model_cls
+    return type(f"FusedLinearCE{model_cls.__name__}", (FusedLinearCrossEntropyMixin, model_cls), {})
+
+
 def transformer_config(cfg: PretrainConfig) -> TransformerConfig:
-    m, p = cfg.model, cfg.parallel
+    m, p, k = cfg.model, cfg.parallel, cfg.kernels
     bf16 = precision(cfg) == "bf16"
-    return TransformerConfig(
+    return EngineTransformerConfig(
         num_layers=m.num_layers,
         hidden_size=m.hidden_size,
         num_attention_heads=m.num_attention_heads,
@@ -48,6 +89,10 @@ def transformer_config(cfg: PretrainConfig) -> TransformerConfig:
         attention_dropout=0.0,
         init_method_std=m.init_std,
         bias_activation_fusion=False,
+        # megatron's MLP calls the spec's activation module (FusedSwiGLU) once on the [gate | up] fc1
+        # output under this flag; no Transformer Engine involved
+        use_te_activation_func=k.swiglu,
+        kernels_rope=k.rope,
         bias_dropout_fusion=False,
         masked_softmax_fusion=False,
         apply_rope_fusion=False,
@@ -73,13 +118,16 @@ def build_model(cfg: PretrainConfig, model_cls: type = GPTModel, wrap_ddp: bool 
                 **model_kwargs: Any) -> list[torch.nn.Module]:
     """This rank's model chunks (one per virtual stage), bf16-wrapped if needed, then in megatron DDP."""
     tcfg = transformer_config(cfg)
+    if cfg.kernels.rope:
+        install_kernels_rope()
+    model_cls = model_class(cfg, model_cls)
     vpp = cfg.parallel.vpp or 1
     chunks: list[torch.nn.Module] = []
     for stage in range(vpp):
         vp_stage = stage if cfg.parallel.vpp else None
         model = model_cls(
             config=tcfg,
-            transformer_layer_spec=block_spec(tcfg, cfg.model.attention_backend, vp_stage),
+            transformer_layer_spec=block_spec(tcfg, cfg.model.attention_backend, vp_stage, cfg.kernels),
             vocab_size=padded_vocab_size(cfg),
             max_sequence_length=cfg.model.seq_length,
             pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage),

@@ -70,7 +70,8 @@ EXAMPLES = """examples:
   torchrun --nproc-per-node 4 engine/pretrain.py --config configs/pretrain/tiny_cpu.yaml \\
       data.prefix=runs/demo/tokens/mix.json parallel.pp=2 parallel.vpp=2 parallel.distributed_optimizer=true
   torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
-      engine/pretrain.py --config configs/pretrain/llama_1b_h200.yaml parallel.tp=2 data.prefix=...
+      engine/pretrain.py --config configs/pretrain/llama_1b_h200.yaml parallel.tp=2 \\
+      kernels.fused_linear_cross_entropy=false data.prefix=...
 per-step metrics: <train.run_dir>/metrics.jsonl (and TensorBoard); checkpoints: <train.run_dir>/checkpoints;
 rerun the same command to resume from the latest checkpoint. Exit codes: 2 bad config, 3 NaN/Inf loss.
 """

@@ -7,9 +7,13 @@ The rule, per call, from the input tensors:
 * CPU tensors otherwise, or while ``torch.compile`` traces on CPU → the pure-torch reference (interpreted
   kernels cannot be traced, and inductor fuses the reference well on CPU).
 
-``TRITON_INTERPRET`` is read at call time, not at import time: each kernel is wrapped in :class:`Kernel`,
-which builds the compiled (``JITFunction``) and the interpreted (``InterpretedFunction``) variants lazily,
-so importing ``kernels`` before or after the variable is set makes no difference.
+Each kernel is wrapped in :class:`Kernel`, which builds the compiled (``JITFunction``) and the
+interpreted (``InterpretedFunction``) variants lazily, so *our* modules may be imported before or after
+``TRITON_INTERPRET`` is set. Triton itself is not so forgiving: its ``tl.*`` helpers are built when
+``triton`` is first imported, and the interpreter only works if ``TRITON_INTERPRET=1`` was set by then
+(else: "Cannot call @triton.jit'd outside of the scope of a kernel"). Set it before anything imports
+triton (megatron-core does): ``tests/kernels/conftest.py`` sets it at import, and the engine's kernel
+test runs its training in a worker process started with it.
 """
 
 from __future__ import annotations

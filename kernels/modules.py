@@ -56,6 +56,11 @@ class FusedSwiGLU(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return swiglu_glu(x)
 
+    def sharded_state_dict(self, prefix: str = "", sharded_offsets: tuple = (),
+                           metadata: dict | None = None) -> dict:
+        """megatron's ``MLP.sharded_state_dict`` asks every child for one: parameter-free, so empty."""
+        return {}
+
 
 def apply_rotary_pos_emb(t: torch.Tensor, freqs: torch.Tensor, config: Any, cu_seqlens: torch.Tensor | None = None,
                          mscale: float = 1.0, cp_group: Any = None) -> torch.Tensor:
