@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import types
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -396,8 +397,14 @@ def validate(cfg: PretrainConfig, world_size: int = 1, check_files: bool = True)
         raise ConfigError("train.on_nan", f"must be stop or skip, got {t.on_nan!r}")
     if o.schedule not in ("constant", "linear", "cosine", "wsd"):
         raise ConfigError("optim.schedule", f"must be constant, linear, cosine or wsd, got {o.schedule!r}")
-    if o.warmup_steps < 0 or (o.warmup_steps >= max(t.steps, 1) and o.warmup_steps):
-        raise ConfigError("optim.warmup_steps", f"must be in [0, train.steps={t.steps})")
+    if o.warmup_steps < 0:
+        raise ConfigError("optim.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
+    if o.warmup_steps >= t.steps:
+        # A short run of a preset (e.g. train.steps=3 on tiny_cpu.yaml) still runs: warm up over all
+        # but the last step (megatron's scheduler needs warmup < decay steps), and say so.
+        warnings.warn(f"optim.warmup_steps={o.warmup_steps} >= train.steps={t.steps}: warming up over "
+                      f"{t.steps - 1} step(s) instead", stacklevel=2)
+        o.warmup_steps = t.steps - 1
     if o.min_lr > o.lr:
         raise ConfigError("optim.min_lr", f"{o.min_lr} exceeds optim.lr={o.lr}")
     prefixes = data_prefixes(cfg)
