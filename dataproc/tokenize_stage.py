@@ -59,7 +59,7 @@ class TokenizeStage(UnitStage):
     name = "tokenize"
 
     def __init__(self, inputs: list[str], work_dir: str, tokenizer: TokenizerSpec, text_column: str = "text",
-                 source_column: str | None = "source", batch_size: int = 2000, min_unit_rows: int = 8192,
+                 source_column: str | None = "source", batch_size: int = 16_384, min_unit_rows: int = 16_384,
                  max_text_bytes: int = 10_000_000, on_bad_row: str = "error", progress: bool = True) -> None:
         super().__init__(work_dir, progress=progress, inputs=inputs)
         self.tokenizer, self.text_column, self.source_column = tokenizer, text_column, source_column
