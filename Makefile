@@ -11,7 +11,7 @@ export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
 export HF_HUB_OFFLINE := 1
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv demo test test-slow lint bench-data bench-train bench-kernels compile-sm90 bench-smoke clean
+.PHONY: venv demo test test-slow lint posttrain-check bench-data bench-train bench-kernels compile-sm90 bench-smoke clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ demo: venv
 	    data.prefix=$(RUN)/tokens/docs train.run_dir=$(RUN)/pretrain
 	@echo "demo done: clean shards in $(RUN)/data/minhash/kept (books: $(RUN)/data/stats.json)," \
 	      "tokens in $(RUN)/tokens/docs.bin/.idx, pretraining metrics in $(RUN)/pretrain/metrics.jsonl"
+
+## post-training end to end on a checkable task (pretrain → SFT → RM → PPO / DPO), CPU, a few minutes;
+## the last line reads `checker_score base=X sft=X ppo=X dpo=X rm_acc=X kl=X`
+posttrain-check: venv
+	$(BIN)/python engine/posttrain_check.py --work $(RUN)/posttrain_check
 
 ## tests (slow ones excluded; `make test-slow` runs them)
 test: venv

@@ -17,6 +17,15 @@ os.environ.setdefault("TRITON_CACHE_DIR", str(ROOT / ".cache" / "triton"))
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".cache" / "inductor"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# Triton builds its tl.* helpers when it is first imported, and the interpreter only works if
+# TRITON_INTERPRET=1 was set by then; megatron-core (imported by many tests) imports triton. So the
+# kernel tests' CPU mode is decided here, before any test module loads. With a GPU it stays unset.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
 
 def _shared_file(path: Path) -> Path:
     if not path.exists():

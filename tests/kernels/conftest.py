@@ -1,8 +1,8 @@
 """Kernel tests: on CPU the Triton kernels run under the interpreter; with a GPU they run compiled on CUDA.
 
-``TRITON_INTERPRET=1`` is set here, at import (collection) time, when no GPU is present. The kernels
-read it lazily at launch (``kernels.dispatch``), so it does not matter which module imported them first.
-With a GPU it is left unset (inductor's own Triton kernels must stay compiled) and the tests run on CUDA.
+``TRITON_INTERPRET=1`` must be set before triton is first imported, so the root ``tests/conftest.py``
+sets it when no GPU is present (this file repeats it for runs of this directory alone). With a GPU it
+is left unset (inductor's own Triton kernels must stay compiled) and the tests run on CUDA.
 """
 
 from __future__ import annotations

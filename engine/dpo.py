@@ -1,0 +1,80 @@
+"""Direct preference optimisation: the policy against a frozen reference, both from the SFT checkpoint.
+
+    torchrun --nproc-per-node N engine/dpo.py --config configs/posttrain/dpo_tiny.yaml [key.sub=value ...]
+
+Same preference files as the reward model. The reference's sequence log-probs are computed per
+micro-batch by a second model from the same builder (forward only, the same pipeline layout), then the
+policy minimises ``-log σ(β[(π_c − ref_c) − (π_r − ref_r)])``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import partial
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from engine.posttrain.config import PosttrainConfig
+from engine.posttrain.stage import StageRun, main
+
+
+def dpo_task(batches: object, beta: float, vocab_size: int) -> object:
+    from engine.loop import Task
+    from engine.posttrain.losses import dpo_loss, sequence_logps
+    from engine.posttrain.models import token_logps
+
+    def loss(batch: dict, logps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seq = sequence_logps(logps, batch["loss_mask"].to(logps.device))
+        ref = batch["ref_logps"].to(seq.device)
+        n = seq.shape[0] // 2
+        w = batch["pair_weight"].to(seq.device)
+        return dpo_loss(seq[:n], seq[n:], ref[:n], ref[n:], beta, w), w.sum()
+
+    return Task(batches=batches, forward=partial(token_logps, vocab_size=vocab_size), loss=loss)
+
+
+def reference_logps(reference: list[torch.nn.Module], cfg: PosttrainConfig, microbatches: list[dict]) -> list[dict]:
+    """Attach the frozen reference's sequence log-probs (``ref_logps``) on the last pipeline stage."""
+    from engine.posttrain.losses import sequence_logps
+    from engine.posttrain.models import forward_collect, token_logps
+
+    def collect(batch: dict, logps: torch.Tensor) -> torch.Tensor:
+        return sequence_logps(logps, batch["loss_mask"].to(logps.device))
+
+    forward = partial(token_logps, vocab_size=cfg.tokenizer.vocab_size)  # the policy's masking exactly
+    out = forward_collect(reference, microbatches, forward, collect, cfg.model.seq_length,
+                          cfg.train.micro_batch_size)
+    if out is not None:
+        for batch, ref in zip(microbatches, out, strict=True):
+            batch["ref_logps"] = ref
+    return microbatches
+
+
+def build(cfg: PosttrainConfig) -> StageRun:
+    from megatron.core.models.gpt import GPTModel
+
+    from engine.loop import Trainer
+    from engine.posttrain.batches import ListBatches, collate_pairs
+    from engine.posttrain.stage import ckpt_dir, frozen, load_split, resume_or_init, setup, trainable
+
+    layout = setup(cfg)
+    train, valid, info, _ = load_split(cfg, "pairs")
+    t = cfg.train
+    reference = frozen(cfg, GPTModel, cfg.dpo.reference or cfg.checkpoint.load)
+    collate = partial(collate_pairs, seq_length=cfg.model.seq_length, micro_batch=t.micro_batch_size)
+    batches = ListBatches(train, valid, collate, 2, t.global_batch_size, t.micro_batch_size, layout,
+                          cfg.dataset.shuffle_seed, prepare=partial(reference_logps, reference, cfg))
+    model, optimizer, scheduler = trainable(cfg, GPTModel, cfg.checkpoint.load)
+    trainer = Trainer(cfg, dpo_task(batches, cfg.dpo.beta, cfg.tokenizer.vocab_size), model, optimizer, scheduler)
+    resume_or_init(trainer, cfg)
+    return StageRun(cfg, layout, trainer, ckpt_dir(cfg), info)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.exit(main("dpo", build, __doc__))
