@@ -240,12 +240,9 @@ def _model_preset(name: str) -> dict[str, Any]:
     return _read_yaml(path, "model.preset")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                world_size: int | None = None, check_files: bool = True) -> PretrainConfig:
-    """Read YAML (optional), apply ``key.sub=value`` overrides (values parsed as YAML), validate.
-
-    ``world_size`` (default: ``$WORLD_SIZE`` or 1) is checked against the parallel layout.
-    """
+def config_tree(path: str | Path | None, overrides: list[str] | None) -> dict[str, Any]:
+    """The raw config: YAML (optional), dotted ``key=value`` overrides (values parsed as YAML), and the
+    ``model.preset`` file's keys beneath the ``model`` keys given. Every stage's loader starts here."""
     tree: dict[str, Any] = _read_yaml(Path(path), "<config file>") if path is not None else {}
     for item in overrides or []:
         if "=" not in item:
@@ -255,7 +252,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     model = tree.get("model") or {}
     if isinstance(model, dict) and model.get("preset"):
         tree["model"] = {**_model_preset(model["preset"]), **model}
-    cfg = _build(PretrainConfig, tree)
+    return tree
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                world_size: int | None = None, check_files: bool = True) -> PretrainConfig:
+    """Read YAML (optional), apply ``key.sub=value`` overrides (values parsed as YAML), validate.
+
+    ``world_size`` (default: ``$WORLD_SIZE`` or 1) is checked against the parallel layout.
+    """
+    cfg = _build(PretrainConfig, config_tree(path, overrides))
     if world_size is None:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
     resolve_blend(cfg)

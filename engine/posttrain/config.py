@@ -11,15 +11,12 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from engine.config import (
     ConfigError,
     PretrainConfig,
     _build,
-    _model_preset,
-    _read_yaml,
-    _set_dotted,
+    config_tree,
     resolve_tokenizer,
     validate,
 )
@@ -94,18 +91,7 @@ PAIR_STAGES = ("reward", "dpo")
 def load_posttrain_config(stage: str, path: str | Path | None = None, overrides: list[str] | None = None,
                           world_size: int | None = None) -> PosttrainConfig:
     """Read a stage's YAML, apply ``key.sub=value`` overrides, validate (``ConfigError`` names the key)."""
-    tree: dict[str, Any] = _read_yaml(Path(path), "<config file>") if path is not None else {}
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(item, "overrides look like section.key=value")
-        key, raw = item.split("=", 1)
-        import yaml
-
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
-    model = tree.get("model") or {}
-    if isinstance(model, dict) and model.get("preset"):
-        tree["model"] = {**_model_preset(model["preset"]), **model}
-    cfg = _build(PosttrainConfig, tree)
+    cfg = _build(PosttrainConfig, config_tree(path, overrides))
     if world_size is None:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if not cfg.tokenizer.path:
