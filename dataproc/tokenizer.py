@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import functools
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,7 @@ class TokenizerSpec:
         return _cached_load(self.spec, self.eod)
 
 
-class Tokenizer:
+class Tokenizer(ABC):
     """Common surface of the supported tokenizers."""
 
     kind: str = ""
@@ -60,15 +61,17 @@ class Tokenizer:
     eod_token: str
     byte_level: bool = True
 
+    @abstractmethod
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        raise NotImplementedError
+        """Ids of each text, no special tokens added, one thread."""
 
     def encode_docs(self, texts: list[str], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """Every text's ids followed by EOD, back to back as ``dtype``; and per-document lengths."""
         return flatten_with_eod(self.encode_batch(texts), self.eod_id, dtype)
 
+    @abstractmethod
     def decode(self, ids: list[int]) -> str:
-        raise NotImplementedError
+        """The text of ``ids``."""
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "vocab_size": self.vocab_size, "eod_id": self.eod_id,
