@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,19 +92,29 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch.distributed as dist
 
-    from engine.loop import NonFiniteLoss
-    from engine.metrics import MetricsLogger
     from engine.model import num_parameters, precision
 
     run = build_run(cfg)
-    rank0 = dist.get_rank() == 0
     header = {"config": cfg.to_dict(), "world_size": dist.get_world_size(), "layout": vars(run.layout),
               "precision": precision(cfg), "parameters": num_parameters(cfg)}
+    return fit_and_close(cfg, run.trainer.step, header, lambda logger: run.trainer.fit(logger, run.ckpt_dir))
+
+
+def fit_and_close(cfg: PretrainConfig, start_step: int, header: dict[str, Any],
+                  body: Callable[[Any], Any]) -> int:
+    """Every stage's tail: ``body(logger)`` with rank 0's metrics logger; a NaN stop gives exit code 3;
+    the logger is closed and the process group torn down whatever happens."""
+    import torch.distributed as dist
+
+    from engine.loop import NonFiniteLoss
+    from engine.metrics import MetricsLogger
+
+    rank0 = dist.get_rank() == 0
     logger = MetricsLogger(cfg.train.run_dir, rank0, cfg.logging.tensorboard, cfg.train.steps,
-                           run.trainer.step, cfg.train.progress, header)
+                           start_step, cfg.train.progress, header)
     status = 0
     try:
-        run.trainer.fit(logger, run.ckpt_dir)
+        body(logger)
     except NonFiniteLoss as exc:
         if rank0:
             print(f"error: {exc}", file=sys.stderr)

@@ -103,22 +103,18 @@ def main(stage: str, build: Callable[[PosttrainConfig], StageRun], doc: str,
 
     import torch.distributed as dist
 
-    from engine.loop import NonFiniteLoss
-    from engine.metrics import MetricsLogger
     from engine.posttrain.records import DataError
+    from engine.pretrain import fit_and_close
 
     try:
         run = build(cfg)
     except DataError as exc:
         print(f"DataError: {exc}", file=sys.stderr)
         return 4
-    rank0 = dist.get_rank() == 0
     header = {"stage": stage, "config": cfg.to_dict(), "world_size": dist.get_world_size(),
               "layout": vars(run.layout), **run.info}
-    logger = MetricsLogger(cfg.train.run_dir, rank0, cfg.logging.tensorboard, cfg.train.steps,
-                           run.trainer.step, cfg.train.progress, header)
-    status = 0
-    try:
+
+    def body(logger: Any) -> None:
         if fit is not None:
             fit(run, logger)
         else:
@@ -127,15 +123,8 @@ def main(stage: str, build: Callable[[PosttrainConfig], StageRun], doc: str,
             final = run.after_fit()
             logger.log({"step": run.trainer.step, **final})
             rank0_print(" ".join(f"{k}={v:.4f}" for k, v in final.items()))
-    except NonFiniteLoss as exc:
-        if rank0:
-            print(f"error: {exc}", file=sys.stderr)
-        status = 3
-    finally:
-        logger.close()
-    dist.barrier()
-    dist.destroy_process_group()
-    return status
+
+    return fit_and_close(cfg, run.trainer.step, header, body)
 
 
 def load_split(cfg: PosttrainConfig, kind: str) -> tuple[list[Any], list[Any], dict[str, Any], Any]:
