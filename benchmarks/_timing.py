@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import os
+import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
@@ -14,3 +17,14 @@ def best_of(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def versions(dists: Iterable[str]) -> dict[str, str]:
+    """Python, the machine, and the installed version of each distribution (``absent`` if missing)."""
+    out = {"python": platform.python_version(), "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+    for dist in dists:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "absent"
+    return out

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.metadata
 import json
 import os
 import platform
@@ -29,6 +28,8 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".cache" / "numba"))
+
+from _timing import versions  # noqa: E402
 
 from dataproc.filters.langid import LanguageID, load_fasttext, resolve_lid_model  # noqa: E402
 
@@ -50,16 +51,6 @@ def timed(fn, *args) -> tuple[float, float, object]:
     w0, c0 = time.perf_counter(), time.process_time()
     out = fn(*args)
     return time.perf_counter() - w0, time.process_time() - c0, out
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("numpy", "pyarrow", "polars", "numba", "fasttext-numpy2", "datatrove"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = "absent"
-    return out
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -178,7 +169,7 @@ def main() -> None:
                         "platform": machine["platform"], "cpu_count": machine["cpu_count"]})  # fmt: skip
     meta = {"rows": rows, "label_agreement": label_agreement, "max_score_diff": max_score_diff,
             "kept_fraction": kept, "input": str(args.input), "model": str(model_path),
-            "batch_size": args.batch_size, "times_s": times, "versions": versions(), "machine": machine}  # fmt: skip
+            "batch_size": args.batch_size, "times_s": times, "versions": versions(("numpy", "pyarrow", "polars", "numba", "fasttext-numpy2", "datatrove")), "machine": machine}  # fmt: skip
     (args.output_dir / f"{stem}.json").write_text(json.dumps(meta, indent=2))
     plot(rows, args.output_dir / f"{stem}.png")
     print(f"wrote {args.output_dir / stem}.csv/.json/.png")

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.metadata
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -37,6 +35,8 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".cache" / "numba"))
+
+from _timing import versions  # noqa: E402
 
 from dataproc.tokenize_stage import run_tokenize  # noqa: E402
 from dataproc.tokenizer import TokenizerSpec, load_tokenizer  # noqa: E402
@@ -125,16 +125,6 @@ def bench_tokenizer(name: str, spec: str, inputs: list[str], texts: list[str], w
     return rows
 
 
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
-    for dist in ("tokenizers", "tiktoken", "pyarrow", "numpy", "megatron-core"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = "absent"
-    return out
-
-
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -215,7 +205,7 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    env = {**versions(), "input": a.input, "docs": len(texts), "repeats": a.repeats,
+    env = {**versions(("tokenizers", "tiktoken", "pyarrow", "numpy", "megatron-core")), "input": a.input, "docs": len(texts), "repeats": a.repeats,
            "date": time.strftime("%Y-%m-%d %H:%M"), "load_avg_1_5_15": [round(x, 1) for x in os.getloadavg()]}
     (RESULTS / "tokenize.json").write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
     plot(rows, RESULTS / "tokenize.png")
