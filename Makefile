@@ -24,17 +24,21 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
-## main job: a real sample corpus from PyPI (Django docs, 3 releases) → data pipeline → tokens → pretraining
+## main job: a real sample corpus from PyPI (Django docs, 3 releases) → data pipeline → BPE tokenizer →
+## tokens → pretraining → post-training (SFT → reward model → PPO, DPO) on a checkable task → HTML report
 demo: venv
 	$(BIN)/dataproc sample-corpus --output $(RUN)/corpus.parquet
 	$(BIN)/dataproc run configs/dataproc/demo.yaml input=$(RUN)/corpus.parquet output=$(RUN)/data
 	$(BIN)/dataproc train-tokenizer --input $(RUN)/data/minhash/kept --output $(RUN)/tokenizer.json --vocab-size 8192
 	$(BIN)/dataproc tokenize --input $(RUN)/data/minhash/kept --output-prefix $(RUN)/tokens/docs \
-	    --tokenizer $(RUN)/tokenizer.json --workers 2
+	    --tokenizer $(RUN)/tokenizer.json --source-column version --workers 2
 	$(BIN)/torchrun --nproc-per-node 2 engine/pretrain.py --config configs/pretrain/tiny_cpu.yaml \
 	    data.prefix=$(RUN)/tokens/docs train.run_dir=$(RUN)/pretrain
+	$(BIN)/python engine/posttrain_check.py --work $(RUN)/posttrain --progress
+	$(BIN)/python -m engine.report $(RUN)
 	@echo "demo done: clean shards in $(RUN)/data/minhash/kept (books: $(RUN)/data/stats.json)," \
-	      "tokens in $(RUN)/tokens/docs.bin/.idx, pretraining metrics in $(RUN)/pretrain/metrics.jsonl"
+	      "tokens in $(RUN)/tokens/docs.bin/.idx, pretraining in $(RUN)/pretrain," \
+	      "post-training in $(RUN)/posttrain (scores: summary.json), report: $(RUN)/report/index.html"
 
 ## post-training end to end on a checkable task (pretrain → SFT → RM → PPO / DPO), CPU, a few minutes;
 ## the last line reads `checker_score base=X sft=X ppo=X dpo=X rm_acc=X kl=X`

@@ -4,7 +4,8 @@
 
 Same preference files as the reward model. The reference's sequence log-probs are computed per
 micro-batch by a second model from the same builder (forward only, the same pipeline layout), then the
-policy minimises ``-log σ(β[(π_c − ref_c) − (π_r − ref_r)])``.
+policy minimises ``-log σ(β[(π_c − ref_c) − (π_r − ref_r)])``, plus ``dpo.nll_coef`` times the chosen
+answer's per-token NLL when set (RPO: near-identical pairs otherwise lower the chosen likelihood too).
 """
 
 from __future__ import annotations
@@ -23,17 +24,21 @@ from engine.posttrain.config import PosttrainConfig
 from engine.posttrain.stage import StageRun, main
 
 
-def dpo_task(batches: object, beta: float, vocab_size: int) -> object:
+def dpo_task(batches: object, beta: float, vocab_size: int, nll_coef: float = 0.0) -> object:
     from engine.loop import Task
-    from engine.posttrain.losses import dpo_loss, sequence_logps
+    from engine.posttrain.losses import chosen_nll, dpo_loss, sequence_logps
     from engine.posttrain.models import token_logps
 
     def loss(batch: dict, logps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        seq = sequence_logps(logps, batch["loss_mask"].to(logps.device))
+        mask = batch["loss_mask"].to(logps.device)
+        seq = sequence_logps(logps, mask)
         ref = batch["ref_logps"].to(seq.device)
         n = seq.shape[0] // 2
         w = batch["pair_weight"].to(seq.device)
-        return dpo_loss(seq[:n], seq[n:], ref[:n], ref[n:], beta, w), w.sum()
+        total = dpo_loss(seq[:n], seq[n:], ref[:n], ref[n:], beta, w)
+        if nll_coef:
+            total = total + nll_coef * chosen_nll(seq[:n], mask[:n].sum(-1), w)
+        return total, w.sum()
 
     return Task(batches=batches, forward=partial(token_logps, vocab_size=vocab_size), loss=loss)
 
@@ -70,7 +75,7 @@ def build(cfg: PosttrainConfig) -> StageRun:
     batches = ListBatches(train, valid, collate, 2, t.global_batch_size, t.micro_batch_size, layout,
                           cfg.dataset.shuffle_seed, prepare=partial(reference_logps, reference, cfg))
     model, optimizer, scheduler = trainable(cfg, GPTModel, cfg.checkpoint.load)
-    trainer = Trainer(cfg, dpo_task(batches, cfg.dpo.beta, cfg.tokenizer.vocab_size), model, optimizer, scheduler)
+    trainer = Trainer(cfg, dpo_task(batches, cfg.dpo.beta, cfg.tokenizer.vocab_size, cfg.dpo.nll_coef), model, optimizer, scheduler)
     resume_or_init(trainer, cfg)
     return StageRun(cfg, layout, trainer, ckpt_dir(cfg), info)
 

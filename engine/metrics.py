@@ -68,7 +68,8 @@ class MetricsLogger:
     """Rank 0 writes one JSON object per step to ``metrics.jsonl`` (and TensorBoard); others do nothing."""
 
     def __init__(self, run_dir: str | Path, enabled: bool, tensorboard: bool = True, total_steps: int = 0,
-                 start_step: int = 0, progress: bool = True, header: dict[str, Any] | None = None) -> None:
+                 start_step: int = 0, progress: bool = True, header: dict[str, Any] | None = None,
+                 desc: str = "train") -> None:
         self.enabled = enabled
         self._file = self._tb = self._bar = None
         if not enabled:
@@ -89,7 +90,7 @@ class MetricsLogger:
         if progress:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
+            self._bar = tqdm(total=total_steps, initial=start_step, desc=desc, dynamic_ncols=True)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -103,10 +104,12 @@ class MetricsLogger:
                     self._tb.add_scalar(f"train/{key}", value, step)
         if self._bar is not None:
             self._bar.n = step
-            post = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}",
-                    "tok/s": f"{record['tokens_per_s']:.0f}"}
-            if "eval_loss" in record:
-                post["eval"] = f"{record['eval_loss']:.4f}"
+            # whichever of these the stage logs (PPO has reward/kl, the reward model a final accuracy)
+            shown = {"loss": ("loss", ".4f"), "eval_loss": ("eval", ".4f"), "lr": ("lr", ".2e"),
+                     "tokens_per_s": ("tok/s", ".0f"), "reward": ("reward", ".3f"), "kl": ("kl", ".3f"),
+                     "rm_accuracy": ("acc", ".3f")}
+            post = {name: format(record[key], fmt) for key, (name, fmt) in shown.items()
+                    if isinstance(record.get(key), (int, float))}
             self._bar.set_postfix(post, refresh=True)
 
     def close(self) -> None:

@@ -5,8 +5,11 @@
 pretrain briefly (answers are random permutations: the format, not the skill) → SFT on correct
 answers → sample K answers per prompt from the SFT model, ranked by the checker (``dataset.judge``) →
 reward model (Bradley–Terry) → PPO on the learned reward → DPO on the same rankings. Every stage is the
-same code ``torchrun engine/<stage>.py`` runs, here in one process (world of one). The checker scores
-greedy answers to held-out prompts. The last line printed is
+same code ``torchrun engine/<stage>.py`` runs, here in one process (world of one). A stage's checker
+score is the exact-match rate of the policy on held-out prompts: 4 answers per prompt sampled at
+temperature 1 (the distribution PPO and DPO optimise); greedy exact match is printed beside it. PPO's
+critic starts from the SFT weights with a zero value head (the reward model's head was trained on final
+tokens only). The last line printed is
 
     checker_score base=X sft=X ppo=X dpo=X rm_acc=X kl=X
 """
@@ -27,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DIGITS = 4
 N_HELD = 200  # held-out prompts the checker grades
 K = 8  # sampled answers per ranking prompt
-STEPS = {"pretrain": 200, "sft": 150, "reward": 300, "ppo": 48, "dpo": 60}
+SAMPLES = 4  # answers per held-out prompt drawn from each policy for its checker score
+STEPS = {"pretrain": 200, "sft": 250, "reward": 1200, "ppo": 384, "dpo": 120}
 
 
 def _write_pretrain_tokens(work: Path, template: object, n_docs: int, seed: int) -> str:
@@ -50,15 +54,26 @@ def _write_pretrain_tokens(work: Path, template: object, n_docs: int, seed: int)
 
 
 def checker_score(stage_model: list, template: object, prompts: list[str], vocab_size: int,
-                  partial: bool = False) -> float:
-    """Exact-match rate of greedy answers to ``prompts`` (``partial``: mean share of right positions)."""
+                  samples: int = 0, seed: int = 0) -> float:
+    """The checker's exact-match rate on ``prompts``: of the policy itself (``samples`` answers per prompt
+    drawn at temperature 1, the distribution RLHF optimises), or of greedy answers (``samples=0``)."""
+    import torch
+
     from engine.generate import generate
     from engine.posttrain import sorting_task as task
 
-    ids = [template.prompt([{"role": "user", "content": p}]) for p in prompts]
-    out = generate(stage_model[0], ids, DIGITS + 2, template.end_id, vocab_size, temperature=0.0)
-    judge = task.score if partial else task.exact
-    return sum(judge(p, template.decode(r)) for p, r in zip(prompts, out.responses, strict=True)) / len(prompts)
+    k = max(samples, 1)
+    asked = [p for p in prompts for _ in range(k)]
+    ids = [template.prompt([{"role": "user", "content": p}]) for p in asked]
+    out = generate(stage_model[0], ids, DIGITS + 2, template.end_id, vocab_size,
+                   temperature=1.0 if samples else 0.0, generator=torch.Generator().manual_seed(seed))
+    return sum(task.exact(p, template.decode(r)) for p, r in zip(asked, out.responses, strict=True)) / len(asked)
+
+
+def _score(scores: dict[str, float], name: str, model: list, template: object, held: list[str],
+           vocab_size: int, seed: int) -> None:
+    scores[name] = checker_score(model, template, held, vocab_size, samples=SAMPLES, seed=seed)
+    scores[name + "_greedy"] = checker_score(model, template, held, vocab_size)
 
 
 def sample_rankings(model: list, template: object, prompts: list[str], k: int, vocab_size: int,
@@ -80,8 +95,27 @@ def sample_rankings(model: list, template: object, prompts: list[str], k: int, v
     return rows
 
 
-def run(work: Path, quick: bool = False, seed: int = 0) -> dict[str, float]:
-    """The whole check in ``work``; ``seed`` changes every prompt set, initialisation and sample."""
+def _fit(name: str, cfg: object, run: object, progress: bool) -> list[dict]:
+    """``run.trainer.fit`` with a metrics logger writing ``<train.run_dir>/metrics.jsonl`` + ``run.json``;
+    a stage with final metrics (the reward model's accuracy) logs them as one last record."""
+    from engine.metrics import MetricsLogger
+
+    header = {"stage": name, "config": cfg.to_dict(), "world_size": 1}
+    logger = MetricsLogger(cfg.train.run_dir, True, False, cfg.train.steps, 0, progress, header, desc=name)
+    try:
+        records = run.trainer.fit(logger, run.ckpt_dir)
+        if getattr(run, "after_fit", None) is not None:
+            final = {"step": run.trainer.step, **run.after_fit()}
+            logger.log(final)
+            records.append(final)
+        return records
+    finally:
+        logger.close()
+
+
+def run(work: Path, quick: bool = False, seed: int = 0, progress: bool = False) -> dict[str, float]:
+    """The whole check in ``work``; ``seed`` changes every prompt set, initialisation and sample.
+    Each stage writes ``work/<stage>/metrics.jsonl``; the scores go to ``work/summary.json``."""
     from engine.config import load_config
     from engine.posttrain import sorting_task as task
     from engine.posttrain.config import TemplateConfig, load_posttrain_config
@@ -116,7 +150,7 @@ def run(work: Path, quick: bool = False, seed: int = 0) -> dict[str, float]:
                        f"train.steps={steps['pretrain']}", "train.global_batch_size=32", "train.micro_batch_size=32",
                        "optim.warmup_steps=0", "train.eval_every=0", "checkpoint.save_every=0"], world_size=1)
     pre = build_run(cfg, resume=False)
-    pre.trainer.fit(None, pre.ckpt_dir)
+    _fit("pretrain", cfg, pre, progress)
     pre_ckpt = str(pre.ckpt_dir / f"step_{steps['pretrain']:06d}")
     vocab = cfg.tokenizer.vocab_size
     lap("pretrain")
@@ -137,17 +171,15 @@ def run(work: Path, quick: bool = False, seed: int = 0) -> dict[str, float]:
     cfg_sft = posttrain_cfg("sft", [f"dataset.train={work}/sft.jsonl", f"checkpoint.load={pre_ckpt}",
                                     "model.seq_length=64"])
     base_model = frozen(cfg_sft, GPTModel, pre_ckpt)
-    scores["base"] = checker_score(base_model, template, held, vocab)
-    scores["base_partial"] = checker_score(base_model, template, held, vocab, partial=True)
+    _score(scores, "base", base_model, template, held, vocab, seed)
     del base_model
     s_run = sft_stage.build(cfg_sft)
-    s_run.trainer.fit(None, s_run.ckpt_dir)
+    _fit("sft", cfg_sft, s_run, progress)
     sft_ckpt = str(s_run.ckpt_dir / f"step_{steps['sft']:06d}")
-    scores["sft"] = checker_score(s_run.trainer.model, template, held, vocab)
-    scores["sft_partial"] = checker_score(s_run.trainer.model, template, held, vocab, partial=True)
+    _score(scores, "sft", s_run.trainer.model, template, held, vocab, seed)
     lap("sft")
     print(f"[{time.perf_counter() - t_start:.0f}s] base={scores['base']:.3f} sft={scores['sft']:.3f} "
-          f"(partial credit: base={scores['base_partial']:.3f} sft={scores['sft_partial']:.3f})", flush=True)
+          f"(greedy: base={scores['base_greedy']:.3f} sft={scores['sft_greedy']:.3f})", flush=True)
 
     # 3. K sampled answers per prompt from the SFT model, ranked by the checker (partial credit, so
     #    ties are rare) → all K(K-1)/2 pairs → reward model
@@ -159,9 +191,8 @@ def run(work: Path, quick: bool = False, seed: int = 0) -> dict[str, float]:
 
     cfg_rm = posttrain_cfg("reward", [f"dataset.train={work}/ranked.jsonl", f"checkpoint.load={sft_ckpt}"])
     r_run = reward_stage.build(cfg_rm)
-    r_run.trainer.fit(None, r_run.ckpt_dir)
+    scores["rm_acc"] = _fit("reward", cfg_rm, r_run, progress)[-1]["rm_accuracy"]
     rm_ckpt = str(r_run.ckpt_dir / f"step_{steps['reward']:06d}")
-    scores["rm_acc"] = r_run.after_fit()["rm_accuracy"]
     lap("reward")
     print(f"[{time.perf_counter() - t_start:.0f}s] rm_acc={scores['rm_acc']:.3f} "
           f"pairs={r_run.info['train_items']}+{r_run.info['valid_items']}", flush=True)
@@ -172,16 +203,13 @@ def run(work: Path, quick: bool = False, seed: int = 0) -> dict[str, float]:
     from engine import ppo as ppo_stage
 
     cfg_ppo = posttrain_cfg("ppo", [f"dataset.train={work}/prompts.jsonl", f"checkpoint.load={sft_ckpt}",
-                                    f"ppo.reward_model={rm_ckpt}"])
+                                    f"ppo.reward_model={rm_ckpt}", f"ppo.critic={sft_ckpt}"])
     p_run = ppo_stage.build(cfg_ppo)
-    records = p_run.trainer.fit(None, p_run.ckpt_dir)
-    for r in records:
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
+    records = _fit("ppo", cfg_ppo, p_run, progress)
     tail = records[-max(1, len(records) // 4):]
     scores["kl"] = sum(r["kl"] for r in tail) / len(tail)
     scores["kl_target"] = cfg_ppo.ppo.target_kl or 0.0
-    scores["ppo"] = checker_score(p_run.trainer.actor.model, template, held, vocab)
-    scores["ppo_partial"] = checker_score(p_run.trainer.actor.model, template, held, vocab, partial=True)
+    _score(scores, "ppo", p_run.trainer.actor.model, template, held, vocab, seed)
     lap("ppo")
     print(f"[{time.perf_counter() - t_start:.0f}s] ppo={scores['ppo']:.3f} kl={scores['kl']:.3f}", flush=True)
     del p_run
@@ -191,12 +219,17 @@ def run(work: Path, quick: bool = False, seed: int = 0) -> dict[str, float]:
 
     cfg_dpo = posttrain_cfg("dpo", [f"dataset.train={work}/ranked.jsonl", f"checkpoint.load={sft_ckpt}"])
     d_run = dpo_stage.build(cfg_dpo)
-    d_run.trainer.fit(None, d_run.ckpt_dir)
-    scores["dpo"] = checker_score(d_run.trainer.model, template, held, vocab)
-    scores["dpo_partial"] = checker_score(d_run.trainer.model, template, held, vocab, partial=True)
+    _fit("dpo", cfg_dpo, d_run, progress)
+    _score(scores, "dpo", d_run.trainer.model, template, held, vocab, seed)
     lap("dpo")
+    print(f"[{time.perf_counter() - t_start:.0f}s] dpo={scores['dpo']:.3f}", flush=True)
     scores["seconds"] = time.perf_counter() - t_start
     scores.update({f"seconds_{k}": v for k, v in times.items()})
+    (work / "summary.json").write_text(json.dumps(
+        {"checker_score": {k: round(scores[k], 4) for k in ("base", "sft", "ppo", "dpo")},
+         "greedy_exact_match": {k: round(scores[k + "_greedy"], 4) for k in ("base", "sft", "ppo", "dpo")},
+         "rm_acc": round(scores["rm_acc"], 4), "kl": round(scores["kl"], 4), "kl_target": scores["kl_target"],
+         "seed": seed, "seconds": {k: round(v, 1) for k, v in times.items()}}, indent=2))
     return scores
 
 
@@ -208,11 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="runs/posttrain_check")
     parser.add_argument("--quick", action="store_true", help="half the steps (a smoke run)")
     parser.add_argument("--seed", type=int, default=0, help="another seed: other prompts, inits, samples")
+    parser.add_argument("--progress", action="store_true", help="a progress bar per stage")
     args = parser.parse_args(argv)
-    s = run(Path(args.work), args.quick, args.seed)
+    s = run(Path(args.work), args.quick, args.seed, args.progress)
     print(f"seed={args.seed} seconds={s['seconds']:.0f} kl_target={s['kl_target']} "
           + " ".join(f"{k}={v:.0f}" for k, v in s.items() if k.startswith("seconds_")))
-    print("partial_credit " + " ".join(f"{k}={s[k + '_partial']:.3f}" for k in ("base", "sft", "ppo", "dpo")))
+    print("greedy_exact_match " + " ".join(f"{k}={s[k + '_greedy']:.3f}" for k in ("base", "sft", "ppo", "dpo")))
     print(f"checker_score base={s['base']:.3f} sft={s['sft']:.3f} ppo={s['ppo']:.3f} dpo={s['dpo']:.3f} "
           f"rm_acc={s['rm_acc']:.3f} kl={s['kl']:.3f}")
     return 0

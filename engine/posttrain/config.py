@@ -51,6 +51,9 @@ class SFTConfig:
 class DPOConfig:
     beta: float = 0.1
     reference: str | None = None  # frozen reference weights (default: checkpoint.load)
+    # weight of the chosen answers' per-token NLL added to each pair's loss (RPO; TRL's rpo_alpha):
+    # 0 is plain DPO; > 0 stops near-identical pairs from pushing the chosen likelihood down
+    nll_coef: float = 0.0
 
 
 @dataclass

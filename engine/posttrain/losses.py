@@ -34,6 +34,14 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     return (loss * weight).sum() if weight is not None else loss.sum()
 
 
+def chosen_nll(policy_chosen: torch.Tensor, chosen_tokens: torch.Tensor,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Summed per-token NLL of the chosen answers, ``−log π(chosen) / |chosen|`` per pair — the RPO /
+    "DPO + NLL" term (TRL's ``rpo_alpha``) that keeps DPO from lowering the chosen answers' likelihood."""
+    loss = -policy_chosen.float() / chosen_tokens.float().clamp(min=1)
+    return (loss * weight).sum() if weight is not None else loss.sum()
+
+
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") -> torch.Tensor:
     """Per-token estimators of KL(π‖ref) from samples of π (Schulman's k1, k2, k3)."""
     log_ratio = logp.float() - ref_logp.float()

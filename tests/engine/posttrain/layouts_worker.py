@@ -29,7 +29,7 @@ def _cfg(stage: str, work: Path, extra: list[str]):
     if stage != "sft" or (work / "init_sft").exists():
         base.append(f"checkpoint.load={work}/init_sft")
     if stage == "ppo":
-        base += [f"ppo.reward_model={work}/init_rm", "ppo.prompts_per_rollout=16", "ppo.epochs=2",
+        base += [f"ppo.reward_model={work}/init_rm", f"ppo.critic={work}/init_rm", "ppo.prompts_per_rollout=16", "ppo.epochs=2",
                  "train.steps=4", "ppo.temperature=0"]
     return load_posttrain_config(stage, root / f"{stage}_sort.yaml", base + extra)
 

@@ -1,6 +1,9 @@
-"""pretrain → SFT → reward model → PPO / DPO on a checkable task, judged by the checker (slow: ~3–5 min).
+"""pretrain → SFT → reward model → PPO / DPO on a checkable task, judged by the checker (slow: ~7 min).
 
-The checker score is the exact-match rate of greedy answers to 200 held-out prompts (0.005 per prompt).
+A stage's checker score is the exact-match rate of its policy on 200 held-out prompts, 4 answers per
+prompt sampled at temperature 1 (800 answers: ±0.017 standard error at 0.65). Seed 0 gave
+base=0.000 sft=0.630 ppo=0.720 dpo=0.698 rm_acc=0.951 kl=0.232 (target 0.5); seed 1: sft=0.684
+ppo=0.748 dpo=0.759 rm_acc=0.950 kl=0.209.
 """
 
 from __future__ import annotations
@@ -9,9 +12,6 @@ import pytest
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 6 open: last run (seed 0) gave base=0.000 sft=0.500 ppo=0.075 "
-                   "dpo=0.315 rm_acc=0.869 kl=3.398 — PPO/DPO below SFT, RM under 0.9; strict, so it "
-                   "fails loudly once the stages meet the thresholds and this mark must go")
 def test_posttraining_improves_checker_score(tmp_path):
     from engine.posttrain_check import run
 

@@ -32,6 +32,15 @@ def test_dpo_loss_matches_scalar_formula():
     assert float(losses.dpo_loss(rc, rr, rc, rr, beta)) == pytest.approx(2 * math.log(2), rel=1e-6)
 
 
+def test_chosen_nll_is_per_token_nll_of_the_chosen_answers():
+    chosen = torch.tensor([-3.0, -8.0, -1.0])  # summed log-probs of each chosen answer
+    tokens = torch.tensor([3.0, 4.0, 2.0])
+    w = torch.tensor([1.0, 1.0, 0.0])  # the last pair is padding
+    want = 3.0 / 3.0 + 8.0 / 4.0
+    assert float(losses.chosen_nll(chosen, tokens, w)) == pytest.approx(want, rel=1e-6)
+    assert float(losses.chosen_nll(chosen, tokens)) == pytest.approx(want + 0.5, rel=1e-6)
+
+
 def test_masked_sequence_logps():
     lp = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.5, -0.5]])
     mask = torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
