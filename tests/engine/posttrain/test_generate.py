@@ -4,20 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.engine.harness import TINY
-
-
-def _model(char_tok, seed: int = 0):
-    from engine.config import load_config
-    from engine.model import build_model
-    from engine.parallel import init_distributed, seed_everything, setup_model_parallel
-
-    cfg = load_config(TINY, [f"tokenizer.path={char_tok}", "data.prefix=unused", "model.seq_length=32",
-                             "model.init_std=0.2"], world_size=1, check_files=False)
-    init_distributed()
-    setup_model_parallel(cfg.parallel)
-    seed_everything(seed)
-    return cfg, build_model(cfg, wrap_ddp=False)[0]
+from tests.engine.posttrain.tiny import tiny_model
 
 
 def _recompute_greedy(model, prompt, n, eos, vocab):
@@ -37,7 +24,7 @@ def _recompute_greedy(model, prompt, n, eos, vocab):
 def test_kv_cache_greedy_equals_full_recompute(char_tok):
     from engine.generate import generate
 
-    cfg, model = _model(char_tok)
+    cfg, model = tiny_model(char_tok)
     model.eval()
     vocab = cfg.tokenizer.vocab_size
     g = torch.Generator().manual_seed(1)
@@ -53,7 +40,7 @@ def test_kv_cache_greedy_equals_full_recompute(char_tok):
 def test_sampling_is_seeded_and_top_p_tiny_is_greedy(char_tok):
     from engine.generate import generate
 
-    cfg, model = _model(char_tok)
+    cfg, model = tiny_model(char_tok)
     vocab = cfg.tokenizer.vocab_size
     prompts = [[5, 6, 7], [8, 9]]
     a = generate(model, prompts, 8, 4, vocab, 1.0, 1.0, torch.Generator().manual_seed(3))

@@ -6,22 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.engine.harness import TINY
+from tests.engine.posttrain.tiny import tiny_model
 
 EOS = 4
 
 
 def _model(char_tok, seed: int = 0):
-    from engine.config import load_config
-    from engine.model import build_model
-    from engine.parallel import init_distributed, seed_everything, setup_model_parallel
-
-    cfg = load_config(TINY, [f"tokenizer.path={char_tok}", "data.prefix=unused", "model.seq_length=32",
-                             "model.init_std=0.2"], world_size=1, check_files=False)
-    init_distributed()
-    setup_model_parallel(cfg.parallel)
-    seed_everything(seed)
-    model = build_model(cfg, wrap_ddp=False)[0]
+    cfg, model = tiny_model(char_tok, seed)
     model.eval()
     return cfg, model
 
