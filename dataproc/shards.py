@@ -141,6 +141,8 @@ def _check_schema(path: str, schema: pa.Schema, text_column: str) -> None:
         raise DataError(path, f"no {text_column!r} column (columns: {', '.join(schema.names)}); "
                         f"set text_column to the column holding the document text", field=text_column)
     t = schema.field(text_column).type
+    if pa.types.is_dictionary(t):  # e.g. a pandas/polars categorical column: decoded in _validate
+        t = t.value_type
     if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
             or pa.types.is_large_binary(t) or pa.types.is_string_view(t) or pa.types.is_null(t)):
         raise DataError(path, f"text column has type {t}, expected a string", field=text_column)
@@ -180,6 +182,8 @@ def _validate(batch: pa.RecordBatch, path: str, base: str, start: int, text_colu
     rows = np.arange(start, start + n, dtype=np.int64)
     names = list(batch.schema.names)
     text = batch.column(text_column)
+    if pa.types.is_dictionary(text.type):
+        text = text.dictionary_decode()
     if pa.types.is_null(text.type):
         text = pa.nulls(n, pa.string())
     if pa.types.is_string_view(text.type):

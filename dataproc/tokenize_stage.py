@@ -98,7 +98,8 @@ class TokenizeStage(UnitStage):
         by_source: dict[str, int] = {}
         lengths: list[np.ndarray] = []
         bad: list[pa.RecordBatch] = []
-        columns = [self.text_column] + ([self.source_column] if self.source_column else [])
+        # the id column too, so a quarantined row keeps its own id; other columns are never read
+        columns = [self.text_column, "id"] + ([self.source_column] if self.source_column else [])
         self.out.makedirs("parts")
         final = self.out.path("parts", f"{unit}.bin")
         tmp = self.out.path("parts", f".{unit}.bin.tmp")
@@ -151,8 +152,22 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def _source_names(column: pa.Array) -> pa.Array:
+    """The source column as strings: scalars cast, nested values (struct, list, map) as compact JSON."""
+    t = column.type
+    if pa.types.is_dictionary(t):
+        column, t = column.dictionary_decode(), t.value_type
+    if pa.types.is_nested(t):
+        return pa.array([None if v is None else json.dumps(v, sort_keys=True, default=str, separators=(",", ":"))
+                         for v in column.to_pylist()], pa.string())
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return pa.array([None if v is None else v.decode("utf-8", "replace") for v in column.to_pylist()],
+                        pa.string())
+    return column.cast(pa.string())
+
+
 def _count_sources(column: pa.Array, lens: np.ndarray, acc: dict[str, int]) -> None:
-    enc = pc.dictionary_encode(column.cast(pa.string()).fill_null("<null>"))
+    enc = pc.dictionary_encode(_source_names(column).fill_null("<null>"))
     sums = np.bincount(enc.indices.to_numpy(zero_copy_only=False), weights=lens, minlength=len(enc.dictionary))
     for name, n in zip(enc.dictionary.to_pylist(), sums, strict=True):
         acc[name] = acc.get(name, 0) + int(n)

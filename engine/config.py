@@ -2,7 +2,7 @@
 
 A pretraining config (``configs/pretrain/*.yaml``) has the sections ``model`` (sizes; ``model.preset``
 names a file in ``configs/model/`` whose keys sit beneath the ones given), ``tokenizer``, ``data``,
-``parallel``, ``kernels`` (switches for the Triton kernels in ``kernels/``), ``optim``, ``train``,
+``parallel``, ``kernels`` (switches for the Triton kernels in ``llmkernels/``), ``optim``, ``train``,
 ``checkpoint`` and ``logging``. This module imports neither torch nor megatron, so a bad config fails in
 well under a second, before any process group or model exists.
 """
@@ -78,7 +78,7 @@ class ParallelConfig:
 
 @dataclass
 class KernelsConfig:
-    """Switches for the fused Triton kernels (``kernels/``) in the local layer spec; all off by default.
+    """Switches for the fused Triton kernels (``llmkernels/``) in the local layer spec; all off by default.
 
     On CUDA tensors the kernels run compiled; on CPU they run under the Triton interpreter with
     ``TRITON_INTERPRET=1`` and otherwise fall back to their torch references. Any switch on selects the

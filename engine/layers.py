@@ -6,7 +6,7 @@ GPU, the fast CPU flash path, GQA without copying K/V) and ``RMSNorm`` (a plain 
 tagged ``sequence_parallel`` so megatron all-reduces its gradient over the TP group, which the local
 ``WrappedTorchNorm`` refuses to do). With Transformer Engine installed and a GPU present, TE's spec.
 
-The ``kernels`` config switches put the Triton kernels of ``kernels.modules`` into the local spec (any
+The ``kernels`` config switches put the Triton kernels of ``llmkernels.modules`` into the local spec (any
 switch on selects it): ``FusedRMSNorm`` for the three norms, ``FusedSwiGLU`` as the MLP's activation
 module (megatron calls it once on the ``[gate | up]`` fc1 output when the TransformerConfig has
 ``use_te_activation_func=True``; ``engine.model`` sets that), ``FlashCoreAttention`` as core attention,
@@ -85,7 +85,7 @@ def have_transformer_engine() -> bool:
 
 def _norm(kernels: KernelsConfig) -> type[torch.nn.Module]:
     if kernels.rms_norm:
-        from kernels.modules import FusedRMSNorm
+        from llmkernels.modules import FusedRMSNorm
 
         return FusedRMSNorm
     return RMSNorm
@@ -104,11 +104,11 @@ def layer_spec(backend: str = "auto", kernels: KernelsConfig | None = None) -> M
     sub.pre_mlp_layernorm = _norm(kernels)
     sub.self_attention.submodules.core_attention = SDPAttention
     if kernels.flash_attention:
-        from kernels.modules import FlashCoreAttention
+        from llmkernels.modules import FlashCoreAttention
 
         sub.self_attention.submodules.core_attention = FlashCoreAttention
     if kernels.swiglu:  # takes effect with TransformerConfig.use_te_activation_func=True (engine.model)
-        from kernels.modules import FusedSwiGLU
+        from llmkernels.modules import FusedSwiGLU
 
         sub.mlp.submodules.activation_func = ModuleSpec(module=FusedSwiGLU)
     return spec
@@ -135,7 +135,7 @@ def _rope(t: torch.Tensor, freqs: torch.Tensor, config: TransformerConfig, cu_se
           mscale: float = 1.0, cp_group: Any = None) -> torch.Tensor:
     """megatron's RoPE entry point: the Triton kernel for configs with ``kernels_rope``, else megatron's own."""
     if getattr(config, "kernels_rope", False):
-        from kernels.modules import apply_rotary_pos_emb
+        from llmkernels.modules import apply_rotary_pos_emb
 
         fn: Callable[..., torch.Tensor] = apply_rotary_pos_emb
     else:

@@ -44,7 +44,7 @@ class EngineTransformerConfig(TransformerConfig):
 
 class FusedLinearCrossEntropyMixin:
     """Put before a ``GPTModel`` (sub)class: with labels, the last stage returns per-token fp32 losses
-    ``[b, s]`` from ``kernels.modules.language_model_loss`` without materialising the logits. Without
+    ``[b, s]`` from ``llmkernels.modules.language_model_loss`` without materialising the logits. Without
     labels (or with multi-token prediction or an inference context) it is megatron's own ``_postprocess``.
     Needs the whole vocabulary on the rank (tensor-parallel size 1)."""
 
@@ -54,7 +54,7 @@ class FusedLinearCrossEntropyMixin:
         if (labels is None or not model.post_process or model.config.mtp_num_layers is not None
                 or kwargs.get("mtp_in_postprocess") or kwargs.get("inference_context") is not None):
             return super()._postprocess(hidden_states=hidden_states, labels=labels, **kwargs)  # type: ignore[misc]
-        from kernels.modules import language_model_loss
+        from llmkernels.modules import language_model_loss
 
         if model.share_embeddings_and_output_weights:
             weight = model.shared_embedding_or_output_weight()

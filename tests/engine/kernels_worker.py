@@ -5,7 +5,7 @@
 SPEC.json: {"base": [overrides...], "out": path, "runs": {name: [overrides...]}}. Each run is a fresh
 ``build_run`` (world size 1) trained for ``train.steps``. Written to "out": per run the step losses, grad
 norms and final eval loss, the Triton launches as {kernel: {variant: count}} (a spy on
-``kernels.dispatch.Kernel.on``), and the initial state dict as {key: [shape, sha1 of the bytes]}; plus the
+``llmkernels.dispatch.Kernel.on``), and the initial state dict as {key: [shape, sha1 of the bytes]}; plus the
 dispatcher's backend for a CPU tensor.
 
 A separate process because Triton's interpreter must be chosen before ``triton`` is first imported
@@ -32,7 +32,7 @@ def main() -> None:
     from engine.config import load_config
     from engine.model import unwrap
     from engine.pretrain import build_run
-    from kernels import dispatch
+    from llmkernels import dispatch
 
     spec = json.loads(Path(sys.argv[1]).read_text())
     launches: collections.Counter = collections.Counter()

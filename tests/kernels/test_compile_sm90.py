@@ -1,5 +1,5 @@
 """Every kernel compiles for sm_90 (H100/H200) without a GPU, in the launch configurations the dispatchers
-use, within sm_90's shared memory (``python -m kernels.compile_check`` in a subprocess, no TRITON_INTERPRET)."""
+use, within sm_90's shared memory (``python -m llmkernels.compile_check`` in a subprocess, no TRITON_INTERPRET)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import sys
 
 import pytest
 
-from kernels.dispatch import SM90_SHARED_MEMORY
+from llmkernels.dispatch import SM90_SHARED_MEMORY
 from tests.conftest import ROOT
 
 
 def _compile(*names: str) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_CACHE_DIR", str(ROOT / ".cache" / "triton"))
-    out = subprocess.run([sys.executable, "-m", "kernels.compile_check", *names], cwd=ROOT, env=env,
+    out = subprocess.run([sys.executable, "-m", "llmkernels.compile_check", *names], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=900)
     reports = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     failed = [r for r in reports if not r["ok"]]

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.flash_attention import flash_attention, flash_attention_reference
+from llmkernels.flash_attention import flash_attention, flash_attention_reference
 from tests.kernels.conftest import assert_close, grads
 
 CASES = [  # (batch, q heads, kv heads, seq, head_dim, causal): ragged seqs, GQA, head_dim 16/32/64 and 40

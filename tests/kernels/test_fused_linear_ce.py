@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.fused_linear_ce import fused_linear_cross_entropy, fused_linear_cross_entropy_reference
+from llmkernels.fused_linear_ce import fused_linear_cross_entropy, fused_linear_cross_entropy_reference
 from tests.kernels.conftest import assert_close, grads
 
 N, H, V = 37, 48, 500  # ragged token count, non-power-of-two vocabulary, several token chunks

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 pytest.importorskip("megatron.core")
 
-from kernels.modules import (
+from llmkernels.modules import (
     FlashCoreAttention,
     FusedRMSNorm,
     FusedSwiGLU,

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.rms_norm import rms_norm, rms_norm_reference
+from llmkernels.rms_norm import rms_norm, rms_norm_reference
 from tests.kernels.conftest import assert_close, grads
 
 SHAPES = [(37, 200), (2, 5, 48), (3, 1024), (1, 7, 3, 33)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.rope import rope, rope_reference
+from llmkernels.rope import rope, rope_reference
 from tests.kernels.conftest import assert_close, grads
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.swiglu import swiglu, swiglu_glu, swiglu_reference
+from llmkernels.swiglu import swiglu, swiglu_glu, swiglu_reference
 from tests.kernels.conftest import assert_close, grads
 
 

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.dispatch import CompileSpec, interpreting, kernel, next_pow2, triton_dtype, use_triton
+from llmkernels.dispatch import CompileSpec, interpreting, kernel, next_pow2, triton_dtype, use_triton
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

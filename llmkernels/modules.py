@@ -6,7 +6,7 @@
 * :class:`FusedSwiGLU` — ``MLPSubmodules.activation_func``: megatron's ``MLP`` calls it on the whole fc1
   output ``[gate | up]`` when ``config.use_te_activation_func`` is true.
 * :func:`apply_rotary_pos_emb` — the signature of megatron's ``rope_utils.apply_rotary_pos_emb``, using
-  :func:`kernels.rope` for the plain ``bshd`` case and megatron's own code otherwise;
+  :func:`llmkernels.rope` for the plain ``bshd`` case and megatron's own code otherwise;
   :func:`patch_megatron_rope` installs it where ``megatron.core.transformer.attention`` looks it up.
 * :class:`FlashCoreAttention` — a ``core_attention`` module (megatron's ``DotProductAttention`` interface).
 * :func:`language_model_loss` — per-token ``[b, s]`` losses from the final hidden states and the output
@@ -22,15 +22,15 @@ from typing import Any
 
 import torch
 
-from kernels.flash_attention import flash_attention
-from kernels.fused_linear_ce import fused_linear_cross_entropy
-from kernels.rms_norm import rms_norm
-from kernels.rope import rope
-from kernels.swiglu import swiglu_glu
+from llmkernels.flash_attention import flash_attention
+from llmkernels.fused_linear_ce import fused_linear_cross_entropy
+from llmkernels.rms_norm import rms_norm
+from llmkernels.rope import rope
+from llmkernels.swiglu import swiglu_glu
 
 
 class FusedRMSNorm(torch.nn.Module):
-    """RMSNorm on :func:`kernels.rms_norm`, built like megatron's norms: ``FusedRMSNorm(config, hidden_size, eps)``."""
+    """RMSNorm on :func:`llmkernels.rms_norm`, built like megatron's norms: ``FusedRMSNorm(config, hidden_size, eps)``."""
 
     def __init__(self, config: Any, hidden_size: int, eps: float = 1e-5, **_: Any) -> None:
         super().__init__()
@@ -91,7 +91,7 @@ def patch_megatron_rope() -> Iterator[None]:
 
 
 class FlashCoreAttention(torch.nn.Module):
-    """Causal core attention on :func:`kernels.flash_attention` (megatron ``DotProductAttention`` interface).
+    """Causal core attention on :func:`llmkernels.flash_attention` (megatron ``DotProductAttention`` interface).
 
     Takes query ``[s, b, heads, d]`` and key/value ``[s, b, groups, d]`` for this TP rank and returns
     ``[s, b, heads·d]``. No dropout, packed sequences, attention bias or context parallelism.

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernels.dispatch import CompileSpec, interpreting, kernel, next_pow2, triton_dtype, use_triton
+from llmkernels.dispatch import CompileSpec, interpreting, kernel, next_pow2, triton_dtype, use_triton
 
 REDUCTIONS = ("mean", "sum", "none")
 

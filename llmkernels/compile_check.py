@@ -1,6 +1,6 @@
 """Compile every kernel for sm_90 (H100/H200) without a GPU, in the launch configurations the dispatchers use.
 
-``python -m kernels.compile_check`` prints one JSON line per configuration (name, ok, shared memory in
+``python -m llmkernels.compile_check`` prints one JSON line per configuration (name, ok, shared memory in
 bytes, registers-free metadata, error) and exits non-zero on a compile error or shared memory over the
 sm_90 limit. Run it without ``TRITON_INTERPRET`` (the test suite runs it in a subprocess).
 """
@@ -14,15 +14,15 @@ import sys
 import time
 from typing import Any
 
-from kernels.dispatch import SM90_SHARED_MEMORY, CompileSpec
+from llmkernels.dispatch import SM90_SHARED_MEMORY, CompileSpec
 
 KERNEL_MODULES = ("rms_norm", "swiglu", "rope", "fused_linear_ce", "flash_attention")
 
 
 def all_specs() -> list[CompileSpec]:
     """Every kernel's sm_90 launch configurations."""
-    # import_module, not ``from kernels import ...``: the package binds these names to the functions
-    modules = [importlib.import_module(f"kernels.{m}") for m in KERNEL_MODULES]
+    # import_module, not ``from llmkernels import ...``: the package binds these names to the functions
+    modules = [importlib.import_module(f"llmkernels.{m}") for m in KERNEL_MODULES]
     return [s for mod in modules for s in mod.compile_specs()]
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernels.dispatch import CompileSpec, interpreting, kernel, next_pow2, triton_dtype, use_triton
+from llmkernels.dispatch import CompileSpec, interpreting, kernel, next_pow2, triton_dtype, use_triton
 
 LOG2E = 1.4426950408889634
 
@@ -235,7 +235,7 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, qk_scale, sm_scale,
 def _config(kind: str, head_dim: int, dtype: torch.dtype, interpret: bool) -> dict[str, int]:
     """Launch configuration of one kernel (``fwd``, ``dkdv``, ``dq``): block sizes, warps, stages.
 
-    Sized for sm_90's 232,448 B of shared memory (checked by ``kernels.compile_check``): fp32 tiles at
+    Sized for sm_90's 232,448 B of shared memory (checked by ``llmkernels.compile_check``): fp32 tiles at
     head_dim 128 fit 2 pipeline stages, not 3.
     """
     block_d = max(16, next_pow2(head_dim))

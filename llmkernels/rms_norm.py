@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.dispatch import CompileSpec, interpreting, kernel, next_pow2, triton_dtype, use_triton
+from llmkernels.dispatch import CompileSpec, interpreting, kernel, next_pow2, triton_dtype, use_triton
 
 MAX_BLOCK_N = 65_536  # widest row one program holds; wider rows use the reference
 
