@@ -30,7 +30,8 @@ writes PREFIX.bin + PREFIX.idx (Megatron indexed dataset, EOD after every docume
 (tokenizer, dtype, documents, tokens, tokens per source); a rerun resumes.
 """
 EPILOG_TRAIN_TOK = """examples:
-  dataproc train-tokenizer --input runs/demo/data/minhash/kept --output runs/demo/tokenizer.json --vocab-size 8192
+  dataproc train-tokenizer --input runs/demo/data/minhash/kept --output runs/demo/tokenizer.json --vocab-size 8192 \\
+      --chat-specials --split-digits
   dataproc train-tokenizer --input shards/ --output tok/ --vocab-size 32000 --max-bytes 200000000
 """
 EPILOG_BLEND = """examples:
@@ -81,10 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--method", choices=("minhash", "exact"), default="minhash")
     d.add_argument("--num-perm", type=int, default=128, help="MinHash permutations (default 128)")
     d.add_argument("--ngram", type=int, default=5, help="word n-gram size of shingles (default 5)")
-    d.add_argument("--bands", type=int, default=None, help="LSH bands (default 14)")
-    d.add_argument("--rows", type=int, default=None, help="rows per band (default 8)")
+    d.add_argument("--bands", type=int, default=None, help="LSH bands (default 18)")
+    d.add_argument("--rows", type=int, default=None, help="rows per band (default 7)")
     d.add_argument("--threshold", type=float, default=None,
-                   help="Jaccard threshold; picks bands x rows instead of --bands/--rows")
+                   help="Jaccard threshold; picks bands x rows instead of --bands/--rows (every candidate "
+                        "pair is verified against 0.8, or against this threshold when given)")
+    d.add_argument("--verify", choices=("estimate", "exact"), default="estimate",
+                   help="check each candidate pair by its full signatures' Jaccard estimate (default) or by "
+                        "the exact shingle Jaccard (slower; recall at the threshold itself is higher)")
     d.add_argument("--seed", type=int, default=1, help="hash seed (default 1)")
 
     r = sub.add_parser("run", help="a whole pipeline from a YAML config",
@@ -134,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--text-column", default="text")
     tt.add_argument("--max-docs", type=int, default=None, help="train on at most this many documents")
     tt.add_argument("--max-bytes", type=int, default=None, help="train on at most this many bytes of text")
+    tt.add_argument("--chat-specials", action="store_true",
+                    help="add the chat template's special tokens (<|system|>,<|user|>,<|assistant|>,<|end|>)")
+    tt.add_argument("--split-digits", action="store_true",
+                    help="one token per digit: split digits before the byte-level step (as Llama/Qwen do)")
     tt.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     b = sub.add_parser("blend", help="describe a weighted mixture of tokenized datasets",
@@ -185,9 +194,9 @@ def _cmd_dedup(a: argparse.Namespace) -> dict[str, Any]:
     else:
         if a.threshold is not None and (a.bands or a.rows):
             raise ConfigError("--threshold", "give either --threshold or --bands/--rows, not both")
-        bands, rows = (None, None) if a.threshold is not None else (a.bands or 14, a.rows or 8)
+        bands, rows = (None, None) if a.threshold is not None else (a.bands or 18, a.rows or 7)
         keyer = MinHashKeyer(num_perm=a.num_perm, ngram=a.ngram, seed=a.seed, bands=bands, rows=rows,
-                             threshold=a.threshold)
+                             threshold=a.threshold, verify=a.verify)
     return run_dedup(resolve_inputs(a.input), a.output, keyer, **_exec_options(a), **_read_options(a))
 
 
@@ -221,7 +230,8 @@ def _cmd_train_tokenizer(a: argparse.Namespace) -> dict[str, Any]:
 
     return train_tokenizer(a.input, a.output, a.vocab_size, a.min_frequency,
                            [t for t in a.special_tokens.split(",") if t], a.text_column, a.max_docs,
-                           a.max_bytes, progress=not a.no_progress)
+                           a.max_bytes, progress=not a.no_progress, chat_specials=a.chat_specials,
+                           split_digits=a.split_digits)
 
 
 def _cmd_blend(a: argparse.Namespace) -> dict[str, Any]:

@@ -57,9 +57,11 @@ class MinHashConfig:
     num_perm: int = 128
     ngram: int = 5
     seed: int = 1
-    bands: int | None = 14
-    rows: int | None = 8
-    threshold: float | None = None  # set bands/rows to null to derive them from a Jaccard threshold
+    bands: int | None = 18  # 18 x 7 LSH bands: a J = 0.8 pair is a candidate with p = 0.986
+    rows: int | None = 7
+    # Jaccard a candidate pair must reach to be a duplicate; bands/rows null: derived from it too
+    threshold: float = 0.8
+    verify: str = "estimate"  # estimate (signature agreement) | exact (exact shingle Jaccard)
 
 
 @dataclass
@@ -200,5 +202,7 @@ def validate(cfg: PipelineConfig) -> None:
             raise ConfigError("minhash.bands", "set both bands and rows, or neither (then threshold)")
         if m.bands is not None and m.bands * m.rows > m.num_perm:
             raise ConfigError("minhash.bands", f"bands*rows = {m.bands * m.rows} exceeds num_perm = {m.num_perm}")
-        if m.bands is None and not (m.threshold and 0 < m.threshold < 1):
-            raise ConfigError("minhash.threshold", "needed in (0, 1) when bands/rows are null")
+        if not (m.threshold and 0 < m.threshold < 1):
+            raise ConfigError("minhash.threshold", "must be in (0, 1)")
+        if m.verify not in ("estimate", "exact"):
+            raise ConfigError("minhash.verify", "must be estimate or exact")

@@ -59,7 +59,7 @@ def dedup_steps(inputs: Sequence[str] | str, output: str, keyer: Keyer, tasks: i
                 max_shard_bytes: int = 256 << 20, progress: bool = True, **read_options) -> list[Step]:
     common = {"progress": progress, **read_options}
     return [Step(DedupKeys(inputs, output, keyer, **common), tasks),
-            Step(DedupBuckets(inputs, output, keyer, **common), min(tasks, keyer.bands)),
+            Step(DedupBuckets(inputs, output, keyer, **common), tasks),
             Step(DedupClusters(inputs, output, keyer, **common), 1),
             Step(DedupFilter(inputs, output, keyer, max_shard_bytes=max_shard_bytes, **common), tasks)]
 
@@ -144,8 +144,17 @@ def execute(step: UnitStage, tasks: int, logging_dir: str, execution: Execution)
     elif execution.executor == "ray":
         from datatrove.executor import RayPipelineExecutor
 
-        RayPipelineExecutor(pipeline=[step], tasks=tasks, workers=execution.workers, logging_dir=logging_dir,
-                            **(execution.options or {})).run()
+        # Starting a Ray actor costs seconds: by default each of the `workers` actors runs its share of
+        # the ranks (in a process pool) instead of one actor per rank. `options` override this.
+        options = {"tasks_per_job": -(-tasks // max(1, execution.workers)), **(execution.options or {})}
+        ray_executor = RayPipelineExecutor(pipeline=[step], tasks=tasks, workers=execution.workers,
+                                           logging_dir=logging_dir, **options)
+        ray_executor.run()
+        # datatrove only logs a warning when ranks fail; the next step must not read a partial output.
+        failed = ray_executor.get_incomplete_ranks(range(tasks), skip_completed=True)
+        if failed:
+            raise RuntimeError(f"{step.name}: {len(failed)} of {tasks} Ray task(s) failed (ranks {failed}); "
+                               f"see {logging_dir}/logs, then rerun the same command to resume")
     else:
         raise ValueError(f"executor {execution.executor!r} cannot run synchronously")
 
@@ -202,7 +211,7 @@ def run_dedup(inputs: Sequence[str], output: str, keyer: Keyer, tasks: int = 1, 
 
 def minhash_keyer(m: MinHashConfig) -> MinHashKeyer:
     return MinHashKeyer(num_perm=m.num_perm, ngram=m.ngram, seed=m.seed, bands=m.bands, rows=m.rows,
-                        threshold=m.threshold)
+                        threshold=m.threshold, verify=m.verify)
 
 
 def plan_pipeline(cfg: PipelineConfig, progress: bool = True) -> tuple[list[Step], list[tuple[str, UnitStage]]]:

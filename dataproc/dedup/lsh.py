@@ -74,6 +74,24 @@ def lsh_params(num_perm: int, threshold: float | None = None, bands: int | None 
     return int(pairs[best, 0]), int(pairs[best, 1])
 
 
+def verified_lsh_params(num_perm: int, threshold: float, min_recall: float = 0.98) -> tuple[int, int]:
+    """``(bands, rows)`` for LSH whose candidates are verified afterwards.
+
+    Verification rejects the false candidates, so only misses matter: the most rows (the
+    fewest false candidates), with ``bands = num_perm // rows``, such that a pair at exactly
+    ``threshold`` becomes a candidate with probability >= ``min_recall``. For 128 slots:
+    0.7 -> 25 x 5, 0.8 -> 18 x 7, 0.9 -> 11 x 11.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    best = (num_perm, 1)
+    for rows in range(1, num_perm + 1):
+        bands = num_perm // rows
+        if 1.0 - (1.0 - threshold**rows) ** bands >= min_recall:
+            best = (bands, rows)
+    return best
+
+
 @numba.njit(cache=True, nogil=True)
 def _band_keys(sigs: np.ndarray, bands: int, rows: int, out: np.ndarray) -> None:
     for i in range(sigs.shape[0]):

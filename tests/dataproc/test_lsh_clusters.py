@@ -1,5 +1,6 @@
-"""LSH banding, star bucket edges and connected components: each against a brute-force
-reference, plus end-to-end near-dedup quality against exact Jaccard on real documents."""
+"""LSH banding, star bucket edges, connected components, candidate verification and the
+chain-free clustering: each against a brute-force reference, plus end-to-end near-dedup
+quality against exact Jaccard on real documents."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dataproc.dedup.clusters import connected_components
-from dataproc.dedup.lsh import band_keys, bucket_edges, candidate_edges, lsh_params
+from dataproc.dedup.lsh import band_keys, bucket_edges, candidate_edges, lsh_params, verified_lsh_params
 from dataproc.dedup.minhash import MinHasher
+from dataproc.dedup.verify import bucket_order, greedy_keep, verify_buckets
 from tests.dataproc import shingle_ref as ref
 
 # ------------------------------------------------------------------------ lsh_params
@@ -153,6 +155,88 @@ def test_connected_components_large_chain_and_packed_ids() -> None:
     edges = np.stack([ids[order], ids[order + 1]], axis=1)
     doc_ids, reps = connected_components(edges)
     assert doc_ids.size == n and np.all(reps == ids.min())
+
+
+@pytest.mark.parametrize("num_perm", [64, 128, 256])
+@pytest.mark.parametrize("threshold", [0.6, 0.7, 0.8, 0.9])
+def test_verified_lsh_params_most_rows_with_recall(num_perm: int, threshold: float) -> None:
+    def p(b: int, r: int) -> float:
+        return 1 - (1 - threshold**r) ** b
+
+    bands, rows = verified_lsh_params(num_perm, threshold)
+    assert bands == num_perm // rows and p(bands, rows) >= 0.98
+    assert all(p(num_perm // r, r) < 0.98 for r in range(rows + 1, num_perm + 1))
+
+
+# ------------------------------------------------------------ verification, greedy rule
+
+
+def _greedy_reference(edges: list[tuple[int, int, int]]) -> dict[int, tuple[int, int]]:
+    """doc -> (duplicate_of, equal): visit docs in order; remove for the best earlier kept one."""
+    best: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for d, e, eq in edges:
+        if e < d:
+            best[d].append((-eq, e))
+    out: dict[int, tuple[int, int]] = {}
+    for d in sorted(best):
+        for neg_eq, e in sorted(best[d]):
+            if e not in out:
+                out[d] = (e, -neg_eq)
+                break
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30), st.integers(0, 128)), max_size=120))
+def test_greedy_keep_matches_reference(edges: list[tuple[int, int, int]]) -> None:
+    ids = (np.arange(31, dtype=np.int64) % 3 << 40) | np.arange(31, dtype=np.int64)  # packed, ascending
+    packed = [(int(ids[a]), int(ids[b]), eq) for a, b, eq in edges]
+    doc, dup, eq = greedy_keep(np.array(packed, dtype=np.int64).reshape(-1, 3))
+    want = _greedy_reference(packed)
+    assert doc.tolist() == sorted(want)
+    assert list(zip(dup.tolist(), eq.tolist(), strict=True)) == [want[d] for d in doc.tolist()]
+    # The rule's guarantees: every duplicate_of is kept, and it is a neighbour of the doc.
+    assert not set(dup.tolist()) & set(doc.tolist())
+    assert all((d, o) in {(a, b) for a, b, _ in packed} for d, o in zip(doc.tolist(), dup.tolist(), strict=True))
+
+
+def test_greedy_keep_does_not_chain() -> None:
+    # 1~0 and 2~1 verified, 2 not near 0: 1 goes for 0, 2 is kept (no path through removed 1).
+    doc, dup, _ = greedy_keep(np.array([[1, 0, 120], [2, 1, 110]], dtype=np.int64))
+    assert doc.tolist() == [1] and dup.tolist() == [0]
+
+
+@pytest.mark.parametrize("max_checks", [1, 3, 32])
+def test_verify_buckets_match_brute_force(max_checks: int) -> None:
+    rng = np.random.default_rng(0)
+    n, bands, rows = 300, 8, 4
+    base = rng.integers(0, 50, size=(40, bands * rows), dtype=np.uint32)
+    sigs = base[rng.integers(0, 40, n)].copy()
+    flip = rng.random(sigs.shape) < 0.12  # near copies: ~88% of slots equal
+    sigs[flip] = rng.integers(0, 50, int(flip.sum()), dtype=np.uint32)
+    docs = np.arange(n, dtype=np.int64)
+    keys = band_keys(sigs, bands, rows)
+    got, want = set(), set()
+    total = dict.fromkeys(("candidates", "verified", "rejected", "capped", "repeat_pairs"), 0)
+    for b in range(bands):
+        k, d, pos = bucket_order(keys[:, b], docs)
+        edges, counts = verify_buckets(k, d, pos, sigs, b, rows, 0.8, max_checks)
+        got |= set(map(tuple, edges.tolist()))
+        total = {c: total[c] + counts[c] for c in total}
+    # Each pair is verified in one band only: no edge twice, and the counts add up.
+    assert total["candidates"] == total["verified"] + total["rejected"] and total["verified"] == len(got)
+    if max_checks == 32:  # buckets here are smaller: every pair sharing a band is checked once
+        assert total["capped"] == 0
+        for i in range(n):
+            for j in range(i):
+                shared = any(np.array_equal(sigs[i, b * rows:(b + 1) * rows], sigs[j, b * rows:(b + 1) * rows])
+                             for b in range(bands))
+                eq = int(np.sum(sigs[i] == sigs[j]))
+                if shared and eq >= math.ceil(0.8 * bands * rows):
+                    want.add((i, j, eq))
+        assert got == want
+    else:
+        assert total["capped"] > 0 and got <= {(i, j, int(np.sum(sigs[i] == sigs[j]))) for i, j, _ in got}
 
 
 # ------------------------------------------------------------------------ dedup quality

@@ -1,0 +1,206 @@
+"""Candidate verification and chain-free clustering of near-duplicates.
+
+LSH buckets only propose pairs. :func:`verify_buckets` turns one band's buckets into
+candidate pairs and keeps a pair only if the full signatures agree in at least
+``threshold * num_perm`` slots (the unbiased Jaccard estimate), or, with exact
+verification, if the exact Jaccard of the two shingle-hash sets reaches the threshold.
+
+Pairs: in a bucket sorted by doc id, every member is checked against the earlier members,
+earliest first, at most ``max_checks`` of them (buckets of thousands of copies stay linear;
+capped pairs are counted). A pair whose signatures also agree on a whole earlier band was
+already a candidate in that band and is skipped, so each pair is verified once overall.
+
+:func:`greedy_keep` clusters the verified edges without chaining: documents are visited in
+doc-id order and one is removed only if it has a verified edge to an earlier document that
+is *kept*; its ``duplicate_of`` is the most similar such document (then the smallest id).
+So every removed document is near (>= threshold) to the document that stands for it, and a
+group of near copies can never be removed entirely: its earliest member is either kept or
+removed for a kept document it is near to.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def _exact_jaccard(vals: np.ndarray, off: np.ndarray, a: int, b: int) -> float:
+    """Jaccard of two sorted, unique uint64 runs of the CSR ``(vals, off)``."""
+    i, ie, j, je = off[a], off[a + 1], off[b], off[b + 1]
+    na, nb = ie - i, je - j
+    if na + nb == 0:
+        return 1.0
+    common = 0
+    while i < ie and j < je:
+        if vals[i] == vals[j]:
+            common += 1
+            i += 1
+            j += 1
+        elif vals[i] < vals[j]:
+            i += 1
+        else:
+            j += 1
+    return common / (na + nb - common)
+
+
+@numba.njit(cache=True, nogil=True)
+def _verify(keys: np.ndarray, docs: np.ndarray, rows_of: np.ndarray, sigs: np.ndarray, band: int, rows: int,
+            min_equal: int, max_checks: int, exact: bool, vals: np.ndarray, off: np.ndarray, threshold: float,
+            out: np.ndarray, counts: np.ndarray) -> int:
+    """Verify the pairs of the buckets of ``keys`` (sorted by key, then doc); return #edges.
+
+    ``rows_of[i]`` is the row of ``sigs`` (and of ``off``) holding document ``docs[i]``.
+    ``counts`` gets [candidates, verified, rejected, capped, seen_in_earlier_band].
+    """
+    n = keys.shape[0]
+    num_perm = sigs.shape[1]
+    ne = 0
+    s = 0
+    while s < n:
+        e = s + 1
+        while e < n and keys[e] == keys[s]:
+            e += 1
+        for p in range(s + 1, e):
+            checks = 0
+            for q in range(s, p):
+                if docs[q] == docs[p]:
+                    continue
+                if checks >= max_checks:
+                    counts[3] += p - q
+                    break
+                checks += 1
+                ra, rb = rows_of[p], rows_of[q]
+                equal = 0
+                earlier = False
+                for k in range(num_perm):
+                    if sigs[ra, k] == sigs[rb, k]:
+                        equal += 1
+                # Did a whole earlier band agree? Then that band's unit verified this pair.
+                for b in range(band):
+                    full = True
+                    for k in range(b * rows, (b + 1) * rows):
+                        if sigs[ra, k] != sigs[rb, k]:
+                            full = False
+                            break
+                    if full:
+                        earlier = True
+                        break
+                if earlier:
+                    counts[4] += 1
+                    continue
+                counts[0] += 1
+                ok = equal >= min_equal
+                if exact and equal * 4 >= min_equal * 3:  # estimate far below: no exact needed
+                    ok = _exact_jaccard(vals, off, ra, rb) >= threshold
+                if ok:
+                    out[ne, 0] = docs[p]
+                    out[ne, 1] = docs[q]
+                    out[ne, 2] = equal
+                    ne += 1
+                    counts[1] += 1
+                else:
+                    counts[2] += 1
+        s = e
+    return ne
+
+
+@numba.njit(cache=True, nogil=True)
+def _sorted_sets(vals: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    out = np.empty_like(vals)
+    out_off = np.zeros_like(off)
+    n = 0
+    for d in range(off.shape[0] - 1):
+        run = np.sort(vals[off[d]:off[d + 1]])
+        for i in range(run.shape[0]):
+            if i == 0 or run[i] != run[i - 1]:
+                out[n] = run[i]
+                n += 1
+        out_off[d + 1] = n
+    return out[:n].copy(), out_off
+
+
+def sorted_sets(vals: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each CSR row ``vals[off[i]:off[i + 1]]`` sorted with repeats dropped (for exact Jaccard)."""
+    return _sorted_sets(np.ascontiguousarray(vals, np.uint64), np.ascontiguousarray(off, np.int64))
+
+
+def bucket_order(keys: np.ndarray, doc_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows sorted by (key, doc id), restricted to buckets of >= 2 rows: ``(keys, docs, positions)``."""
+    order = np.lexsort((doc_ids, keys))
+    k = keys[order]
+    if k.size < 2:
+        return k[:0], doc_ids[:0], order[:0]
+    same = k[1:] == k[:-1]
+    multi = np.zeros(k.size, dtype=bool)
+    multi[1:] |= same
+    multi[:-1] |= same
+    order = order[multi]
+    return keys[order], doc_ids[order], order
+
+
+def verify_buckets(keys: np.ndarray, docs: np.ndarray, rows_of: np.ndarray, sigs: np.ndarray, band: int,
+                   rows: int, threshold: float, max_checks: int = 32,
+                   shingles: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, int]]:
+    """Verified edges ``(e, 3)`` int64 ``(doc, earlier doc, equal slots)`` of one band's buckets.
+
+    ``keys``/``docs`` come from :func:`bucket_order`; ``sigs[rows_of[i]]`` is the signature of
+    ``docs[i]``. With ``shingles`` (CSR of sorted unique shingle hashes, rows like ``sigs``),
+    a pair is kept when its exact Jaccard is >= ``threshold``; else when its estimate is.
+    """
+    num_perm = sigs.shape[1]
+    min_equal = int(np.ceil(threshold * num_perm - 1e-9))
+    # Member p of a bucket (0-based) is checked against min(p, max_checks) earlier members.
+    m = np.unique(keys, return_counts=True)[1].astype(np.int64) if len(keys) else np.zeros(0, np.int64)
+    small = np.minimum(m - 1, max_checks)
+    bound = int(np.sum(small * (small + 1) // 2 + np.maximum(m - 1 - max_checks, 0) * max_checks))
+    out = np.empty((bound, 3), dtype=np.int64)
+    counts = np.zeros(5, dtype=np.int64)
+    exact = shingles is not None
+    vals, off = shingles if exact else (np.zeros(0, np.uint64), np.zeros(1, np.int64))
+    ne = _verify(keys.view(np.uint64), docs, rows_of.astype(np.int64), sigs, band, rows, min_equal, max_checks,
+                 exact, vals, off, float(threshold), out, counts)
+    names = ("candidates", "verified", "rejected", "capped", "repeat_pairs")
+    return out[:ne], dict(zip(names, counts.tolist(), strict=True))
+
+
+@numba.njit(cache=True, nogil=True)
+def _greedy(src: np.ndarray, dst: np.ndarray, eq: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """``dup[i]`` = index of the kept document ``i`` duplicates, or -1 if ``i`` is kept.
+
+    Edges are sorted by source, best first; every ``dst < src``, so the fate of ``dst`` is
+    settled before ``src`` is visited.
+    """
+    dup = np.full(m, -1, dtype=np.int64)
+    sim = np.zeros(m, dtype=np.int64)
+    i = 0
+    ne = src.shape[0]
+    while i < ne:
+        s = src[i]
+        while i < ne and src[i] == s:
+            if dup[s] < 0 and dup[dst[i]] < 0:
+                dup[s] = dst[i]
+                sim[s] = eq[i]
+            i += 1
+    return dup, sim
+
+
+def greedy_keep(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(removed, duplicate_of, equal_slots)`` from verified edges ``(doc, earlier doc, equal)``.
+
+    The rule of the module docstring: a document is removed iff it has an edge to an earlier,
+    kept document; ``duplicate_of`` is the most similar one (ties: the smallest doc id).
+    Outputs are sorted by removed doc id.
+    """
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 3)
+    edges = edges[edges[:, 0] > edges[:, 1]]
+    if len(edges) == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty.copy(), empty.copy()
+    ids, inv = np.unique(edges[:, :2].ravel(), return_inverse=True)
+    inv = inv.reshape(-1, 2)
+    order = np.lexsort((inv[:, 1], -edges[:, 2], inv[:, 0]))
+    dup, sim = _greedy(np.ascontiguousarray(inv[order, 0]), np.ascontiguousarray(inv[order, 1]),
+                       np.ascontiguousarray(edges[order, 2]), ids.size)
+    removed = np.flatnonzero(dup >= 0)
+    return ids[removed], ids[dup[removed]], sim[removed]
