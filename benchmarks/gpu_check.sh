@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One-shot kernel check on a lent GPU (H200; torch + triton preinstalled, no network), < 10 minutes:
 #   1. the kernel tests on CUDA (compiled Triton; the sm_90 compile test included),
-#   2. benchmarks/kernels.py: sweeps vs torch eager / torch.compile / Liger / flash-attn when present.
+#   2. benchmarks/kernels.py: sweeps vs torch eager / torch.compile / Liger / flash-attn when present,
+#   3. post-training on the GPU: the GRPO/PPO unit tests and the fast base → SFT → GRPO learning test
+#      (batches on the model's device, CUDA sampling), log in posttrain_gpu.log.
 # Results go to benchmarks/results/ (to commit) and, when $OUT is set, are copied there too.
 # Usage (from anywhere): bash benchmarks/gpu_check.sh
 set -uo pipefail
@@ -29,12 +31,18 @@ else
   echo "pytest not installed: GPU tests skipped" | tee "$RES/gpu_tests.log"
 fi
 
-timeout 330 $PY benchmarks/kernels.py --out "$RES" --budget-s 270 2>&1 | tee "$RES/kernels_bench.log"
+timeout 270 $PY benchmarks/kernels.py --out "$RES" --budget-s 210 2>&1 | tee "$RES/kernels_bench.log"
 test "${PIPESTATUS[0]}" -eq 0 || status=1
+
+if $PY -c "import pytest" 2>/dev/null; then
+  timeout 120 $PY -m pytest -q tests/engine/posttrain/test_grpo.py tests/engine/posttrain/test_learning_fast.py \
+    -k "not rloo" -o addopts="" -p no:cacheprovider -rs 2>&1 | tee "$RES/posttrain_gpu.log"
+  test "${PIPESTATUS[0]}" -eq 0 || status=1
+fi
 
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
-  cp "$RES"/gpu_env.txt "$RES"/gpu_tests.log "$RES"/kernels* "$OUT"/ 2>/dev/null || true
+  cp "$RES"/gpu_env.txt "$RES"/gpu_tests.log "$RES"/kernels* "$RES"/posttrain_gpu.log "$OUT"/ 2>/dev/null || true
 fi
 echo "gpu_check: exit $status (results in $RES${OUT:+ and $OUT})"
 exit $status

@@ -81,7 +81,11 @@ def _pick(logits: torch.Tensor, temperature: float, top_p: float,
         drop = sorted_p.cumsum(-1) - sorted_p > top_p  # keep the smallest set whose mass reaches top_p
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if generator is not None and generator.device != probs.device:
+        # a CPU generator (the stages seed one) cannot drive CUDA sampling: draw on the CPU
+        nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(probs.device)
+    else:
+        nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     return nxt, entropy, logp.gather(-1, nxt[:, None]).squeeze(-1)
 
 

@@ -3,9 +3,10 @@
     torchrun --nproc-per-node N engine/ppo.py --config configs/posttrain/ppo_sort.yaml [key.sub=value ...]
 
 Each iteration: sample ``ppo.prompts_per_rollout`` prompts, generate answers with the KV cache
-(temperature/top-p, stop on the template's end token), score them with the reward model, add a
+(temperature/top-p, stop on the template's end token), score them with the reward model, normalise the
+scores by their running mean/std (``ppo.normalise_rewards``: the critic's targets stay O(1)), add a
 per-token KL penalty toward the reference (coefficient from an adaptive controller tracking
-``ppo.target_kl``), compute GAE advantages, then ``ppo.epochs`` passes of clipped policy and value
+``ppo.target_kl``, kept in ``[ppo.min_kl_coef, ppo.max_kl_coef]``), compute GAE advantages, then ``ppo.epochs`` passes of clipped policy and value
 updates — each update one ``Trainer.train_step`` of the shared loop. ``train.steps`` counts those
 updates. Logs reward, KL, entropy, clip fraction, value loss, generation vs training time.
 """
@@ -76,7 +77,7 @@ class PPO:
         from megatron.core.models.gpt import GPTModel
 
         from engine.loop import Trainer
-        from engine.posttrain.losses import AdaptiveKLController
+        from engine.posttrain.losses import AdaptiveKLController, RunningMoments
         from engine.posttrain.models import ValueGPT, token_logps
         from engine.posttrain.stage import frozen, load_split, setup, trainable
 
@@ -98,7 +99,8 @@ class PPO:
         self.critic = Trainer(cfg, critic_task(self.critic_batches, p.value_clip), model, opt, sched)
         self.reference = frozen(cfg, GPTModel, p.reference or cfg.checkpoint.load)
         self.reward_model = frozen(cfg, ValueGPT, p.reward_model)
-        self.kl = AdaptiveKLController(p.init_kl_coef, p.target_kl, p.kl_horizon)
+        self.kl = AdaptiveKLController(p.init_kl_coef, p.target_kl, p.kl_horizon, p.min_kl_coef, p.max_kl_coef)
+        self.score_moments = RunningMoments()
         self.iteration = 0
 
     @property
@@ -107,13 +109,8 @@ class PPO:
 
     def _prompts(self, iteration: int) -> list[list[int]]:
         """This DP rank's share of the iteration's prompts (the same global set in every layout)."""
-        n, g = len(self.prompts), self.cfg.ppo.prompts_per_rollout
-        out = []
-        for i in range(iteration * g, (iteration + 1) * g):
-            perm = np.random.RandomState(self.cfg.dataset.shuffle_seed + i // n).permutation(n)
-            out.append(self.prompts[perm[i % n]])
-        per = g // self.layout.dp
-        return out[self.layout.dp_rank * per:(self.layout.dp_rank + 1) * per]
+        return rollout_prompts(self.prompts, iteration, self.cfg.ppo.prompts_per_rollout,
+                               self.cfg.dataset.shuffle_seed, self.layout)
 
     def _collect(self, model: list, microbatches: list[dict], forward: Any, collect: Any) -> list[torch.Tensor]:
         from engine.posttrain.models import forward_collect
@@ -124,7 +121,7 @@ class PPO:
     def rollout(self) -> tuple[list[dict], dict[str, float]]:
         from engine.generate import generate
         from engine.model import unwrap
-        from engine.posttrain.batches import sequences_batch
+        from engine.posttrain.batches import model_device, sequences_batch, to_device
         from engine.posttrain.losses import gae, kl_estimate, kl_penalised_rewards
         from engine.reward import last_scores, value_forward
 
@@ -140,14 +137,20 @@ class PPO:
         mbs = cfg.train.micro_batch_size
         seqs = list(zip(prompts, gen.responses, strict=True))
         micro = [sequences_batch(seqs[i:i + mbs], cfg.model.seq_length, mbs) for i in range(0, len(seqs), mbs)]
+        micro = [to_device(b, model_device(self.actor.model)) for b in micro]
         ident = lambda b, o: o  # noqa: E731
         old = self._collect(self.actor.model, micro, self.logps_forward, ident)
         ref = self._collect(self.reference, micro, self.logps_forward, ident)
         values = self._collect(self.critic.model, micro, value_forward, ident)
         scores = self._collect(self.reward_model, micro, value_forward, last_scores)
         coef = self.kl.coef
+        real_scores = torch.cat([s[b["loss_mask"].sum(1) > 0] for b, s in zip(micro, scores, strict=True)])
+        batch_mean, batch_std = self._update_score_moments(real_scores)
+        raw = scores
+        if p.normalise_rewards:
+            scores = [self.score_moments.normalise(s) for s in scores]
         kls, rewards_seen, gaps = [], [], []
-        for i, (b, o, r, v, s) in enumerate(zip(micro, old, ref, values, scores, strict=True)):
+        for i, (b, o, r, v, s, s_raw) in enumerate(zip(micro, old, ref, values, scores, raw, strict=True)):
             mask = b["loss_mask"]
             # the sampler's own log-probs, placed where token_logps puts them (label position = token - 1)
             sampled = torch.zeros_like(mask)
@@ -161,17 +164,33 @@ class PPO:
             adv, ret = gae(rewards, v, mask, p.gamma, p.lam)
             b.update(old_logps=o, old_values=v * mask, advantages=adv, returns=ret)
             kls.append(kl.sum(1)[real])
-            rewards_seen.append(s[real])
+            rewards_seen.append(s_raw[real])
         if p.whiten_advantages:
             _whiten_global(micro)
         kl_seq = float(torch.cat(kls).mean())
         stats = {"reward": float(torch.cat(rewards_seen).mean()), "kl": kl_seq, "kl_coef": coef,
+                 "score_mean": batch_mean, "score_std": batch_std,
+                 "score_running_mean": self.score_moments.mean, "score_running_std": self.score_moments.std,
                  "entropy": gen.entropy, "response_tokens": gen.tokens / max(len(prompts), 1),
                  # |log π_train − log π_sample| per response token: ~1e-6 unless the two disagree
                  # (top_p < 1 truncates the sampler; anything else is a bug)
                  "logp_gap": float(torch.stack(gaps).mean()),
                  "gen_time_s": gen_time, "score_time_s": time.perf_counter() - t0 - gen_time}
         return micro, stats
+
+    def _update_score_moments(self, scores: torch.Tensor) -> tuple[float, float]:
+        """Fold this rollout's raw scores (all DP ranks) into the running moments; the rollout's mean/std."""
+        from megatron.core import parallel_state as ps
+
+        from engine.parallel import all_reduce_sum
+
+        tp = ps.get_tensor_model_parallel_world_size()  # every TP rank holds the same scores
+        x = scores.double().cpu()
+        n, total, sq = all_reduce_sum([len(x) / tp, float(x.sum()) / tp, float((x**2).sum()) / tp])
+        mean = total / max(n, 1.0)
+        m2 = max(sq - n * mean**2, 0.0)
+        self.score_moments.update(n, mean, m2)
+        return mean, (m2 / max(n, 1.0)) ** 0.5
 
     def iterate(self) -> dict[str, Any]:
         """One rollout and its PPO epochs; returns the iteration's metrics."""
@@ -209,6 +228,17 @@ class PPO:
             self.actor.save(ckpt_dir)
             self.critic.save(Path(ckpt_dir).parent / "critic_checkpoints")
         return records
+
+
+def rollout_prompts(prompts: list[Any], iteration: int, per_rollout: int, seed: int, layout: Any) -> list[Any]:
+    """This DP rank's share of iteration ``iteration``'s ``per_rollout`` prompts: a seeded per-epoch
+    permutation of ``prompts``, the same global set in every layout."""
+    n, out = len(prompts), []
+    for i in range(iteration * per_rollout, (iteration + 1) * per_rollout):
+        perm = np.random.RandomState(seed + i // n).permutation(n)
+        out.append(prompts[perm[i % n]])
+    per = per_rollout // layout.dp
+    return out[layout.dp_rank * per:(layout.dp_rank + 1) * per]
 
 
 def _whiten_global(micro: list[dict]) -> None:

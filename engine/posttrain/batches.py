@@ -3,7 +3,8 @@
 ``ListBatches`` is the post-training counterpart of ``PretrainBatches``: global batch ``s`` is items
 ``[s·G, (s+1)·G)`` of a seeded per-epoch permutation, data-parallel rank ``r`` takes the ``r``-th slice,
 so a step sees the same sequences under every TP/PP/DP layout. Every micro-batch is padded to
-``model.seq_length`` and ``train.micro_batch_size`` sequences (the pipeline's fixed tensor shapes).
+``model.seq_length`` and ``train.micro_batch_size`` sequences (the pipeline's fixed tensor shapes),
+and moved to the model's device (``to_device``), as pretraining's forward does with its batches.
 """
 
 from __future__ import annotations
@@ -18,6 +19,18 @@ from engine.parallel import Layout
 from engine.posttrain.records import Pair, SFTExample
 
 Batch = dict[str, torch.Tensor]
+
+
+def to_device(batch: Batch, device: torch.device | str) -> Batch:
+    """The batch's tensors on ``device`` (the model's: CUDA on a GPU run); a no-op for those already there."""
+    device = torch.device(device)
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def model_device(model: Sequence[torch.nn.Module] | torch.nn.Module) -> torch.device:
+    """The device of the model's (first chunk's) parameters."""
+    chunk = model[0] if isinstance(model, Sequence) else model
+    return next(chunk.parameters()).device
 
 
 def pack(examples: Sequence[SFTExample], seq_length: int) -> list[list[SFTExample]]:
@@ -107,7 +120,8 @@ class ListBatches:
 
     def __init__(self, items: Sequence[Any], valid: Sequence[Any], collate: Callable[[Sequence[Any]], Batch],
                  seqs_per_item: int, global_batch: int, micro_batch: int, layout: Layout, seed: int,
-                 prepare: Callable[[list[Batch]], list[Batch]] | None = None) -> None:
+                 prepare: Callable[[list[Batch]], list[Batch]] | None = None,
+                 device: torch.device | str | None = None) -> None:
         self.items, self.valid, self.collate = list(items), list(valid), collate
         self.k = seqs_per_item
         self.global_items = global_batch // seqs_per_item
@@ -115,6 +129,11 @@ class ListBatches:
         self.layout, self.seed = layout, seed
         self.prepare = prepare  # e.g. DPO: attach the reference model's log-probs
         self._perms: dict[int, np.ndarray] = {}
+        if device is None:
+            from engine.parallel import device as default_device
+
+            device = default_device()
+        self.device = torch.device(device)
 
     @property
     def num_microbatches(self) -> int:
@@ -128,7 +147,7 @@ class ListBatches:
     def _split(self, chosen: list[Any]) -> list[Batch]:
         per_rank = self.global_items // self.layout.dp
         mine = chosen[self.layout.dp_rank * per_rank:(self.layout.dp_rank + 1) * per_rank]
-        out = [self.collate(mine[m * self.micro_items:(m + 1) * self.micro_items])
+        out = [to_device(self.collate(mine[m * self.micro_items:(m + 1) * self.micro_items]), self.device)
                for m in range(self.num_microbatches)]
         return self.prepare(out) if self.prepare is not None else out
 

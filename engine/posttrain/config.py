@@ -1,4 +1,5 @@
-"""Post-training configs: the pretraining config plus ``dataset``, ``template``, ``sft``, ``dpo`` and ``ppo``.
+"""Post-training configs: the pretraining config plus ``dataset``, ``template``, ``sft``, ``dpo``, ``ppo``,
+``grpo`` and ``reward`` (a Python reward function for GRPO/RLOO).
 
 Same YAML → typed dataclasses → dotted overrides → validation naming the bad key as pretraining
 (``engine.config``), so one config system serves every stage. ``data.prefix`` is unused here: the
@@ -8,7 +9,9 @@ stage's rows come from ``dataset.train`` (Parquet or JSONL). ``checkpoint.load``
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +72,12 @@ class PPOConfig:
     init_kl_coef: float = 0.05
     target_kl: float | None = 0.5  # per-sequence KL the adaptive controller tracks (null: fixed coef)
     kl_horizon: int = 1000
+    # bounds of the adaptive coefficient: without a floor a KL under target decays it to ~0 (no constraint)
+    min_kl_coef: float = 1e-3
+    max_kl_coef: float = 1.0
+    # scores → (score − running mean) / running std before the KL penalty and GAE, so the returns the
+    # critic regresses on are O(1) whatever the reward model's scale (its value loss can then fall)
+    normalise_rewards: bool = True
     kl_estimator: str = "k1"  # k1 | k2 | k3, in the per-token penalty
     gamma: float = 1.0
     lam: float = 0.95
@@ -80,12 +89,33 @@ class PPOConfig:
 
 
 @dataclass
+class GRPOConfig:
+    estimator: str = "grpo"  # grpo: (r − group mean) / group std | rloo: r − mean of the other answers
+    group_size: int = 8  # answers sampled per prompt
+    prompts_per_rollout: int = 16  # global; × group_size sequences, a multiple of train.global_batch_size
+    epochs: int = 1  # passes over each rollout
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    kl_coef: float = 0.04  # β of the k3 KL(π‖ref) term inside the loss (GRPO paper)
+    clip: float = 0.2
+    reference: str | None = None  # frozen reference (default: checkpoint.load)
+
+
+@dataclass
+class RewardFnConfig:
+    fn: str = ""  # "module:function(prompt: str, answer: str) -> float", e.g. engine.posttrain.sorting_task:score
+
+
+@dataclass
 class PosttrainConfig(PretrainConfig):
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     template: TemplateConfig = field(default_factory=TemplateConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    reward: RewardFnConfig = field(default_factory=RewardFnConfig)
 
 
 PAIR_STAGES = ("reward", "dpo")
@@ -110,7 +140,7 @@ def load_posttrain_config(stage: str, path: str | Path | None = None, overrides:
 
 def validate_posttrain(cfg: PosttrainConfig, stage: str, world_size: int) -> None:
     d, p = cfg.dataset, cfg.ppo
-    if stage != "ppo" and not d.train:
+    if stage not in ("ppo", "grpo") and not d.train:
         raise ConfigError("dataset.train", "required: a Parquet or JSONL file of rows")
     for key in ("train", "valid"):
         value = getattr(d, key)
@@ -125,7 +155,7 @@ def validate_posttrain(cfg: PosttrainConfig, stage: str, world_size: int) -> Non
     if stage in PAIR_STAGES and cfg.train.micro_batch_size % 2:
         raise ConfigError("train.micro_batch_size", "counts sequences; pair stages need it even "
                           "(chosen and rejected of each pair share a micro-batch)")
-    if stage in ("reward", "dpo", "ppo") and not cfg.checkpoint.load:
+    if stage in ("reward", "dpo", "ppo", "grpo") and not cfg.checkpoint.load:
         raise ConfigError("checkpoint.load", f"required: the {stage} stage starts from the SFT checkpoint")
     if stage == "ppo":
         if not p.reward_model:
@@ -141,3 +171,44 @@ def validate_posttrain(cfg: PosttrainConfig, stage: str, world_size: int) -> Non
             raise ConfigError("ppo.kl_estimator", "must be k1, k2 or k3")
         if p.temperature < 0 or not 0 < p.top_p <= 1:
             raise ConfigError("ppo.temperature", "temperature >= 0 and 0 < top_p <= 1")
+        if not 0 <= p.min_kl_coef <= p.max_kl_coef:
+            raise ConfigError("ppo.min_kl_coef", f"need 0 <= min_kl_coef <= max_kl_coef, got "
+                              f"{p.min_kl_coef} and {p.max_kl_coef}")
+    if stage == "grpo":
+        validate_grpo(cfg, world_size)
+
+
+def load_reward_fn(spec: str) -> Callable[[str, str], float]:
+    """``module:function`` → the callable; ``ConfigError`` naming ``reward.fn`` when it is not one."""
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise ConfigError("reward.fn", f"write it as module:function (e.g. engine.posttrain.sorting_task:score), "
+                          f"got {spec!r}")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError("reward.fn", f"cannot load {spec!r}: {exc}") from exc
+    if not callable(fn):
+        raise ConfigError("reward.fn", f"{spec!r} is not callable")
+    return fn
+
+
+def validate_grpo(cfg: PosttrainConfig, world_size: int) -> None:
+    g = cfg.grpo
+    if not cfg.reward.fn:
+        raise ConfigError("reward.fn", "required: the Python reward function, module:function(prompt, answer)")
+    load_reward_fn(cfg.reward.fn)
+    if g.estimator not in ("grpo", "rloo"):
+        raise ConfigError("grpo.estimator", f"must be grpo or rloo, got {g.estimator!r}")
+    if g.group_size < 2:
+        raise ConfigError("grpo.group_size", "needs >= 2 answers per prompt (advantages are group-relative)")
+    if cfg.parallel.pp != 1 or cfg.parallel.vpp:
+        raise ConfigError("parallel.pp", "GRPO rollouts run the KV-cache generator, which needs pp=1")
+    dp = world_size // (cfg.parallel.tp * cfg.parallel.pp)
+    seqs = g.prompts_per_rollout * g.group_size
+    if seqs % cfg.train.global_batch_size or g.prompts_per_rollout % dp:
+        raise ConfigError("grpo.prompts_per_rollout", f"{g.prompts_per_rollout} × group_size={g.group_size} "
+                          f"must be a multiple of train.global_batch_size={cfg.train.global_batch_size}, and "
+                          f"prompts_per_rollout of dp={dp}")
+    if g.temperature <= 0 or not 0 < g.top_p <= 1:
+        raise ConfigError("grpo.temperature", "temperature > 0 (a group needs distinct answers) and 0 < top_p <= 1")

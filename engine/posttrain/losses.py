@@ -1,4 +1,5 @@
-"""Post-training losses in plain torch: masked CE, Bradley–Terry, DPO, PPO (clipped policy/value), GAE, KL.
+"""Post-training losses in plain torch: masked CE, Bradley–Terry, DPO, PPO (clipped policy/value), GAE, KL,
+group-relative advantages (GRPO / RLOO), and the running reward statistics PPO normalises with.
 
 Each returns *sums* (plus the count to divide by) where the shared loop normalises over the global batch,
 so a stage's update is the same under every TP/PP/DP layout. Tests compare each with a hand-written
@@ -112,13 +113,75 @@ def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torc
 
 
 class AdaptiveKLController:
-    """Ziegler et al. (2019): move the KL coefficient so the measured KL tracks ``target``."""
+    """Ziegler et al. (2019): move the KL coefficient so the measured KL tracks ``target``, kept within
+    ``[min_coef, max_coef]`` (unbounded, a KL below target decays it geometrically towards 0 and the
+    constraint is gone for good)."""
 
-    def __init__(self, init_coef: float, target: float | None, horizon: int) -> None:
+    def __init__(self, init_coef: float, target: float | None, horizon: int, min_coef: float = 0.0,
+                 max_coef: float = float("inf")) -> None:
         self.coef, self.target, self.horizon = init_coef, target, horizon
+        self.min_coef, self.max_coef = min_coef, max_coef
 
     def update(self, kl: float, n_steps: int) -> float:
         if self.target:  # None/0: a fixed coefficient
             error = max(-0.2, min(0.2, kl / self.target - 1.0))
             self.coef *= 1.0 + error * n_steps / self.horizon
+            self.coef = min(self.max_coef, max(self.min_coef, self.coef))
         return self.coef
+
+
+class RunningMoments:
+    """Mean and standard deviation of every value seen so far (Chan et al.'s parallel update from each
+    batch's count, mean and M2), used to put PPO's sequence scores on a unit scale so the critic's
+    targets — the returns — stay O(1) whatever the reward model's scale."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0.0, 0.0, 0.0
+
+    def update(self, count: float, mean: float, m2: float) -> None:
+        """Merge a batch given by its count, mean and sum of squared deviations from its mean."""
+        if count <= 0:
+            return
+        total = self.count + count
+        delta = mean - self.mean
+        self.m2 += m2 + delta**2 * self.count * count / total
+        self.mean += delta * count / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        return (self.m2 / self.count) ** 0.5 if self.count > 1 else 1.0
+
+    def normalise(self, x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+        return (x.float() - self.mean) / (self.std + eps)
+
+
+def group_advantages(rewards: torch.Tensor, estimator: str = "grpo", eps: float = 1e-6) -> torch.Tensor:
+    """Per-answer advantages of ``[prompts, G]`` rewards, relative to the other answers to the same prompt.
+
+    ``grpo`` (Shao et al. 2024): ``(r − mean_g) / (std_g + eps)`` (unbiased std over the group);
+    ``rloo`` (Ahmadian et al. 2024): ``r − mean of the other G−1`` = ``G/(G−1)·(r − mean_g)``.
+    A group whose answers all score the same gets advantage 0 (nothing to learn from it).
+    """
+    r = rewards.float()
+    g = r.shape[1]
+    if g < 2:
+        raise ValueError("group advantages need at least 2 answers per prompt")
+    centred = r - r.mean(1, keepdim=True)
+    if estimator == "grpo":
+        return centred / (r.std(1, keepdim=True) + eps)
+    if estimator == "rloo":
+        return centred * g / (g - 1)
+    raise ValueError(f"unknown group estimator {estimator!r} (grpo | rloo)")
+
+
+def grpo_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor,
+                     advantages: torch.Tensor, mask: torch.Tensor, clip: float,
+                     kl_coef: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GRPO's token loss summed over ``mask``: the clipped surrogate of ``ppo_policy_loss`` (advantages
+    ``[b]`` per sequence, broadcast over its tokens) plus ``kl_coef`` × the k3 estimate of KL(π‖ref) taken
+    inside the loss (so it has gradient). Returns (loss, clipped-token count, summed k3 KL)."""
+    adv = advantages.float()[:, None].expand_as(logp) if advantages.dim() == 1 else advantages.float()
+    surrogate, clipped = ppo_policy_loss(logp, old_logp, adv, mask, clip)
+    kl = masked_sum(kl_estimate(logp, ref_logp, "k3"), mask)
+    return surrogate + kl_coef * kl, clipped, kl.detach()

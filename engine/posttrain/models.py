@@ -24,6 +24,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from engine.layers import SDPAttention
 from engine.model import unwrap
+from engine.posttrain.batches import model_device, to_device
 
 Batch = dict[str, torch.Tensor]
 
@@ -109,6 +110,7 @@ def token_logps(model: torch.nn.Module, batch: Batch, vocab_size: int, temperatu
     as the generator masks them when it samples, so these are the log-probs of the sampling distribution
     (at ``temperature``; top-p truncation is not modelled). Works on vocab-sharded (TP) logits.
     """
+    batch = to_device(batch, model_device(model))
     out = model(batch["tokens"], batch["position_ids"], batch.get("attention_mask"))
     if not unwrap(model).post_process:
         return out
@@ -138,6 +140,7 @@ def forward_collect(model: Sequence[torch.nn.Module], microbatches: list[Batch],
 
     def step(data_iterator: Any, chunk: torch.nn.Module) -> Any:
         batch = next(data_iterator)
+        batch = to_device(batch, model_device(chunk))
         output = forward(chunk, batch)
 
         def report(out: torch.Tensor) -> tuple:

@@ -83,7 +83,7 @@ def _field(row: dict[str, Any], name: str, kind: type = str) -> Any:
     return value
 
 
-def _messages(row: dict[str, Any]) -> list[Message]:
+def prompt_messages(row: dict[str, Any]) -> list[Message]:
     """The prompt of a row as messages: ``prompt`` (text or messages) or alpaca instruction/input."""
     if "prompt" in row and row["prompt"] is not None:
         p = row["prompt"]
@@ -120,7 +120,7 @@ class RowReader:
             answer = _field(row, "output")
             if not answer.strip():
                 raise ValueError("empty answer ('output')")
-            prompt = self.template.prompt(_messages(row))
+            prompt = self.template.prompt(prompt_messages(row))
             ans = self.template.answer(answer)
             ids, mask = prompt + ans, [0] * len(prompt) + [1] * len(ans)
         self._fits(len(ids), "prompt + answer")
@@ -128,7 +128,7 @@ class RowReader:
         return [SFTExample(ids, mask)]
 
     def pairs(self, row: dict[str, Any], fmt: str) -> list[Pair]:
-        prompt = self.template.prompt(_messages(row))
+        prompt = self.template.prompt(prompt_messages(row))
         self._fits(len(prompt) + 1, "the prompt")
         if fmt == "pairs":
             ranked = [_field(row, "chosen"), _field(row, "rejected")]
@@ -158,7 +158,7 @@ class RowReader:
         return out
 
     def prompts(self, row: dict[str, Any], fmt: str) -> list[list[int]]:
-        prompt = self.template.prompt(_messages(row))
+        prompt = self.template.prompt(prompt_messages(row))
         self._fits(len(prompt) + 1, "the prompt")
         return [prompt]
 

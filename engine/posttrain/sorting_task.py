@@ -4,10 +4,17 @@ Used by the end-to-end post-training check. ``score`` (the checker, also a ``dat
 partial credit: the share of positions holding the right digit (a wrong length costs the missing
 positions). ``char_tokenizer`` writes a character-level HF tokenizer with the chat template's special
 tokens, so a tiny model learns the task in minutes on CPU.
+
+Pretraining text in the task's format (the format, not the skill: each answer is a random permutation
+of the prompt's digits) comes from ``format_examples``; ``python -m engine.posttrain.sorting_task
+--output task.jsonl`` writes it as chat-template text (a ``text`` column) for ``dataproc tokenize``,
+which gives the same ids as ``ChatTemplate`` when the tokenizer has the chat specials and one token
+per digit (``dataproc train-tokenizer --chat-specials --split-digits``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from pathlib import Path
@@ -59,3 +66,33 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def format_examples(n: int, length: int, seed: int) -> list[tuple[str, str]]:
+    """``n`` (prompt, answer) pairs in the task's format whose answer is a random permutation of the
+    prompt (so a model pretrained on them learns the format and the digits, not the sorting)."""
+    rng = random.Random(seed)
+    return [(p, "".join(rng.sample(p, len(p)))) for p in prompts(n, length, seed)]
+
+
+def chat_text(prompt: str, answer: str, user: str = "<|user|>", assistant: str = "<|assistant|>",
+              end: str = "<|end|>") -> str:
+    """One exchange as the chat template lays it out (``ChatTemplate.prompt`` + ``answer``, no system
+    turn: the template's ``default_system`` is null), as text."""
+    return f"{user}{prompt}{end}{assistant}{answer}{end}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write task-format pretraining text (JSONL, a `text` column).")
+    parser.add_argument("--output", required=True, help="JSONL file to write")
+    parser.add_argument("--docs", type=int, default=20000, help="exchanges, one document each (default 20000)")
+    parser.add_argument("--digits", type=int, default=4, help="digits per prompt (default 4)")
+    parser.add_argument("--seed", type=int, default=2)
+    a = parser.parse_args(argv)
+    rows = [{"text": chat_text(p, ans)} for p, ans in format_examples(a.docs, a.digits, a.seed)]
+    print(f"sorting_task: {len(rows)} task-format documents → {write_jsonl(a.output, rows)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
