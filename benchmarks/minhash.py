@@ -38,6 +38,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -397,7 +398,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="timed repeats per signature row (best is kept)")
     p.add_argument("--skip-e2e", action="store_true", help="signatures only")
     p.add_argument("--skip-datatrove", action="store_true", help="end-to-end without the (slow) datatrove run")
-    p.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--output-dir", type=Path, default=None,
+                   help="where the CSV/PNG go (default benchmarks/results; --smoke: a temporary folder)")
     p.add_argument("--datatrove-child", nargs=2, type=Path, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.datatrove_child:
@@ -405,7 +407,9 @@ def main() -> None:
         return
     limit = 300 if a.smoke else a.limit
     repeats = 1 if a.smoke else a.repeats
-    out = a.output_dir
+    # a smoke run never overwrites the committed results
+    out = a.output_dir or (Path(tempfile.mkdtemp(prefix="bench_minhash_")) if a.smoke
+                           else ROOT / "benchmarks" / "results")
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "tmp" / f"minhash-{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
