@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import ast
 import glob
-import math
 import random
 import re
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 from tests.dataproc import shingle_ref as ref
@@ -180,26 +178,5 @@ def build(docs_path: str, n_docs_sections: int = 500, seed: int = 0) -> list[dic
 
 
 def similar_pairs(texts: list[str], threshold: float = 0.5) -> dict[tuple[int, int], float]:
-    """Every pair ``(i, j)``, ``i < j``, with exact Jaccard >= ``threshold`` (prefix filtering: exact)."""
-    sets = [ref.shingle_set(t) for t in texts]
-    df: dict = defaultdict(int)
-    for s in sets:
-        for g in s:
-            df[g] += 1
-    # Rarest shingles first: a pair with J >= t shares one of each doc's first
-    # |A| - ceil(t |A|) + 1 shingles in this order.
-    index: dict = defaultdict(list)
-    candidates: set[tuple[int, int]] = set()
-    for i, s in enumerate(sets):
-        toks = sorted(s, key=lambda g: (df[g], g))
-        prefix = len(toks) - math.ceil(threshold * len(toks)) + 1 if toks else 0
-        for g in toks[:prefix]:
-            for j in index[g]:
-                candidates.add((j, i))
-            index[g].append(i)
-    sims = {}
-    for a, b in candidates:
-        j = ref.jaccard(sets[a], sets[b])
-        if j >= threshold:
-            sims[(a, b)] = j
-    return sims
+    """Every pair ``(i, j)``, ``i < j``, with exact Jaccard >= ``threshold``."""
+    return ref.similar_pairs([ref.shingle_set(t) for t in texts], threshold)

@@ -8,6 +8,9 @@ tests use it on a few thousand documents.
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
+
 import numpy as np
 import xxhash
 
@@ -108,3 +111,29 @@ def jaccard(s1: set, s2: set) -> float:
     if not s1 and not s2:
         return 1.0
     return len(s1 & s2) / len(s1 | s2)
+
+
+def similar_pairs(sets: list[set], threshold: float) -> dict[tuple[int, int], float]:
+    """Every pair ``(i, j)``, ``i < j``, with exact Jaccard >= ``threshold`` (prefix-filtered inverted index:
+    exact, not approximate)."""
+    df: dict = defaultdict(int)
+    for s in sets:
+        for g in s:
+            df[g] += 1
+    # Rarest shingles first: a pair with J >= t shares one of each doc's first |A| - ceil(t |A|) + 1
+    # shingles in this order (prefix filtering).
+    index: dict = defaultdict(list)
+    candidates: set[tuple[int, int]] = set()
+    for i, s in enumerate(sets):
+        toks = sorted(s, key=lambda g: (df[g], g))
+        prefix = len(toks) - math.ceil(threshold * len(toks)) + 1 if toks else 0
+        for g in toks[:prefix]:
+            for j in index[g]:
+                candidates.add((j, i))
+            index[g].append(i)
+    sims = {}
+    for a, b in candidates:
+        j = jaccard(sets[a], sets[b])
+        if j >= threshold:
+            sims[(a, b)] = j
+    return sims

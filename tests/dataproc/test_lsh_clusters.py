@@ -261,31 +261,6 @@ def _sample_page_groups(path: str, min_docs: int = 2000) -> pl.DataFrame:
     return pl.concat([picked, others]).sort("row")
 
 
-def _similarity_graph(sets: list[set], threshold: float) -> dict[tuple[int, int], float]:
-    """All pairs with exact Jaccard >= threshold (prefix-filtered inverted index: exact)."""
-    df: dict = defaultdict(int)
-    for s in sets:
-        for g in s:
-            df[g] += 1
-    # Rare shingles first; a pair with J >= t must share one of each doc's first
-    # |A| - ceil(t |A|) + 1 shingles in this order (prefix filtering).
-    ordered = [sorted(s, key=lambda g: (df[g], g)) for s in sets]
-    index: dict = defaultdict(list)
-    candidates: set[tuple[int, int]] = set()
-    for i, toks in enumerate(ordered):
-        prefix = len(toks) - math.ceil(threshold * len(toks)) + 1 if toks else 0
-        for g in toks[:prefix]:
-            for j in index[g]:
-                candidates.add((j, i))
-            index[g].append(i)
-    sims = {}
-    for a, b in candidates:
-        j = ref.jaccard(sets[a], sets[b])
-        if j >= threshold:
-            sims[(a, b)] = j
-    return sims
-
-
 def _components(n: int, edges) -> np.ndarray:
     """Representative (min index) per node, isolated nodes included."""
     rep = np.arange(n)
@@ -299,7 +274,7 @@ def dedup_sample(docs_sections):
     sample = _sample_page_groups(str(docs_sections))
     texts = sample["text"].to_list()
     sets = [ref.shingle_set(t) for t in texts]
-    return sample, texts, sets, _similarity_graph(sets, 0.5)
+    return sample, texts, sets, ref.similar_pairs(sets, 0.5)
 
 
 RECALL_T, PRECISION_T = 0.75, 0.5
