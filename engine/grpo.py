@@ -27,7 +27,7 @@ if __package__ in (None, ""):
 import torch
 
 from engine.posttrain.config import PosttrainConfig
-from engine.posttrain.stage import StageRun, main
+from engine.posttrain.stage import StageRun, main, run_iterations
 
 
 def user_text(template: Any, prompt_ids: list[int]) -> str:
@@ -154,12 +154,7 @@ class GRPO:
                 "train_time_s": time.perf_counter() - t0}
 
     def fit(self, logger: Any = None, ckpt_dir: Any = None) -> list[dict]:
-        records = []
-        while self.iteration < self.iterations:
-            rec = self.iterate()
-            records.append(rec)
-            if logger is not None:
-                logger.log(rec)
+        records = run_iterations(self, logger)
         if ckpt_dir is not None and self.cfg.checkpoint.save_at_end:
             self.actor.save(ckpt_dir)
         return records

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from engine.posttrain.config import PosttrainConfig
-from engine.posttrain.stage import StageRun, main
+from engine.posttrain.stage import StageRun, main, run_iterations
 
 
 class CurrentBatches:
@@ -218,12 +218,7 @@ class PPO:
                 "train_time_s": time.perf_counter() - t0}
 
     def fit(self, logger: Any = None, ckpt_dir: Any = None) -> list[dict]:
-        records = []
-        while self.iteration < self.iterations:
-            rec = self.iterate()
-            records.append(rec)
-            if logger is not None:
-                logger.log(rec)
+        records = run_iterations(self, logger)
         if ckpt_dir is not None and self.cfg.checkpoint.save_at_end:
             self.actor.save(ckpt_dir)
             self.critic.save(Path(ckpt_dir).parent / "critic_checkpoints")

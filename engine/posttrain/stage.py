@@ -82,6 +82,17 @@ def resume_or_init(trainer: Any, cfg: PosttrainConfig) -> None:
         trainer.resume(found)
 
 
+def run_iterations(stage: Any, logger: Any = None) -> list[dict]:
+    """Call ``stage.iterate()`` until ``stage.iteration`` reaches ``stage.iterations`` (the rollout stages:
+    PPO, GRPO), logging each record; returns the records."""
+    records = []
+    while stage.iteration < stage.iterations:
+        records.append(rec := stage.iterate())
+        if logger is not None:
+            logger.log(rec)
+    return records
+
+
 def rank0_print(*args: Any) -> None:
     import torch.distributed as dist
 
