@@ -11,6 +11,7 @@ The clusters step is one task over the *verified* edges only (it grows with dupl
 
     python benchmarks/dedup_scale.py                    # 1x, 4x, 16x
     python benchmarks/dedup_scale.py --scales 1 4       # quicker
+    python benchmarks/dedup_scale.py --smoke            # 1x of 2 files x 200 docs: harness check (temporary folder)
 
 Writes ``dedup_scale.csv`` to ``--output-dir``.
 """
@@ -34,6 +35,9 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _results import add_output_arg, output_dir, scratch_dir, written  # noqa: E402
+
 DEFAULT_INPUT = ROOT.parent / "shared" / "data" / "docs_sections.parquet"
 STEPS = ("keys", "buckets", "clusters", "filter")
 
@@ -63,18 +67,19 @@ def make_corpus(src: Path, folder: Path, files: int, docs_per_file: int, scale: 
     return paths
 
 
-def stage_of(step: str, paths: list[str], out: str):
+def stage_of(step: str, paths: list[str], out: str, verify: str = "hybrid"):
     from dataproc.dedup.stages import DedupBuckets, DedupClusters, DedupFilter, DedupKeys, MinHashKeyer
 
     cls = {"keys": DedupKeys, "buckets": DedupBuckets, "clusters": DedupClusters, "filter": DedupFilter}[step]
-    return cls(paths, out, MinHashKeyer(), progress=False)
+    return cls(paths, out, MinHashKeyer(verify=verify), progress=False)
 
 
-def run_step(step: str, paths: list[str], out: str, tasks: int) -> tuple[float, float, float]:
+def run_step(step: str, paths: list[str], out: str, tasks: int,
+             verify: str = "hybrid") -> tuple[float, float, float]:
     """Wall seconds of the step, the largest peak RSS (MiB) of its tasks, and the largest growth
     of a task's RSS while it ran (peak minus the RSS after imports: the data it held)."""
     spec = Path(out) / f".spec-{step}.pkl"
-    spec.write_bytes(pickle.dumps((step, paths, out)))
+    spec.write_bytes(pickle.dumps((step, paths, out, verify)))
     world = 1 if step == "clusters" else tasks
     t0, peak, grown = time.perf_counter(), 0.0, 0.0
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
@@ -88,8 +93,8 @@ def run_step(step: str, paths: list[str], out: str, tasks: int) -> tuple[float, 
 
 
 def child(spec: str, rank: int, world: int) -> None:
-    step, paths, out = pickle.loads(Path(spec).read_bytes())
-    stage = stage_of(step, paths, out)
+    step, paths, out, verify = pickle.loads(Path(spec).read_bytes())
+    stage = stage_of(step, paths, out, verify)
     import dataproc.dedup.verify  # noqa: F401  (imports count as the floor, not as data)
 
     start = peak_rss_mib()
@@ -121,15 +126,20 @@ def main() -> None:
     p.add_argument("--input", type=Path, default=DEFAULT_INPUT)
     p.add_argument("--scales", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--files", type=int, default=4, help="input files at 1x")
-    p.add_argument("--docs-per-file", type=int, default=5000)
+    p.add_argument("--docs-per-file", type=int, default=2500)
     p.add_argument("--tasks", type=int, default=4, help="tasks per step (clusters: always 1)")
-    p.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--verify", default="hybrid", choices=("hybrid", "estimate", "exact"),
+                   help="candidate verification (minhash.verify; default hybrid)")
+    p.add_argument("--smoke", action="store_true", help="1x of 2 files x 200 docs, 2 tasks: harness check")
+    add_output_arg(p)
     a = p.parse_args()
     if a.child:
         child(a.child[0], int(a.child[1]), int(a.child[2]))
         return
-    a.output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = a.output_dir / "tmp" / f"dedup-scale-{os.getpid()}"
+    if a.smoke:
+        a.scales, a.files, a.docs_per_file, a.tasks = [1], 2, 200, 2
+    out_dir = output_dir(a.output_dir, a.smoke, "dedup_scale")
+    tmp = scratch_dir(out_dir, f"dedup-scale-{os.getpid()}")
     rows = []
     floor = baseline_rss()
     print(f"import-only child: {floor:.0f} MiB peak RSS")
@@ -142,28 +152,30 @@ def main() -> None:
                    "import_only_rss_mib": round(floor)}
             total = 0.0
             for step in STEPS:
-                wall, rss, grown = run_step(step, paths, str(out), a.tasks)
+                wall, rss, grown = run_step(step, paths, str(out), a.tasks, a.verify)
                 total += wall
                 row[f"{step}_s"], row[f"{step}_rss_mib"] = round(wall, 1), round(rss)
                 row[f"{step}_data_mib"] = round(grown, 1)
             from dataproc.dedup.stages import key_ranges
-            from dataproc.storage import Folder
+            from dataproc.io.storage import Folder
 
             info = Folder(str(out)).read_json("work/clusters.json")
             row.update(total_s=round(total, 1), key_ranges=key_ranges(len(paths)), removed=info["removed"],
                        candidates=info["candidates"], verified=info["verified"], rejected=info["rejected"],
-                       verify_s=info["verify_s"])
+                       exact_checked=info.get("exact_checked", 0), verify_s=info["verify_s"], verify=a.verify)
             rows.append(row)
             print(row, flush=True)
             shutil.rmtree(tmp / f"in-{scale}", ignore_errors=True)
             shutil.rmtree(out, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    with open(a.output_dir / "dedup_scale.csv", "w", newline="") as f:
+    suffix = "" if a.verify == "hybrid" else f"_{a.verify}"
+    name = f"dedup_scale{suffix}_smoke.csv" if a.smoke else f"dedup_scale{suffix}.csv"
+    with open(out_dir / name, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    print(f"wrote {a.output_dir / 'dedup_scale.csv'}")
+    print(written(out_dir, a.smoke, name))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ stops at its first drop; C4 last because datatrove's C4 rewrites the text it kee
 
     python benchmarks/filters.py                # 10,000 docs spread over docs_sections
     python benchmarks/filters.py --limit 62744  # all of it (datatrove takes ~10 minutes)
-    python benchmarks/filters.py --smoke        # a few hundred docs: harness check
+    python benchmarks/filters.py --smoke        # a few hundred docs: harness check (temporary folder)
 
 Writes ``filters.csv``, ``filters.json`` (versions, machine) and ``filters.png`` to
 ``--output-dir``.
@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from _results import add_output_arg, output_dir, written
 from _timing import best_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,14 +53,9 @@ def load_docs(path: Path, limit: int) -> pa.Table:
 
 
 def ours_filters() -> dict:
-    from dataproc.filters import C4Quality, FineWebQuality, GopherQuality, GopherRepetition
+    from dataproc.filters import filter_class
 
-    return {
-        "gopher_repetition": GopherRepetition(),
-        "gopher_quality": GopherQuality(),
-        "c4_quality": C4Quality(),
-        "fineweb_quality": FineWebQuality(),
-    }
+    return {name: filter_class(name)() for name in NAMES}
 
 
 def peer_filters() -> dict:
@@ -203,12 +199,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=10_000, help="documents (spread over the file)")
     parser.add_argument("--batch-size", type=int, default=10_000, help="rows per Arrow batch for ours")
     parser.add_argument("--repeats", type=int, default=5, help="warm passes of ours (best kept)")
-    parser.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    add_output_arg(parser)
     parser.add_argument("--smoke", action="store_true", help="300 docs, 2 repeats: harness check")
     args = parser.parse_args()
     if args.smoke:
         args.limit, args.repeats = 300, 2
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.output_dir, args.smoke, "filters")
 
     table = load_docs(args.input, args.limit)
     texts = table.column("text").to_pylist()
@@ -253,16 +249,14 @@ def main() -> None:
             f"{r['filter']:<18} {r['datatrove_docs_per_s']:>12,.0f} {r['ours_docs_per_s']:>10,.0f} "
             f"{r['speedup']:>8.1f}x {r['keep_agreement']:>10.3%} {reason:>13} {first:>11}"
         )
-    with open(args.output_dir / "filters.csv", "w", newline="") as f:
+    with open(out / "filters.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     env = environment(args, n)
-    (args.output_dir / "filters.json").write_text(json.dumps(env, indent=2) + "\n")
-    plot(rows, args.output_dir / "filters.png")
-    print(
-        f"\nwrote {args.output_dir / 'filters.csv'}, filters.json, filters.png; load average {env['load_average']}"
-    )
+    (out / "filters.json").write_text(json.dumps(env, indent=2) + "\n")
+    plot(rows, out / "filters.png")
+    print(f"\n{written(out, args.smoke, 'filters.csv/.json/.png')}; load average {env['load_average']}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ builder.finalize(prefix + ".idx")
 PYEOF
 fi
 rm -rf "$RUN"
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} torchrun --nproc-per-node 1 engine/pretrain.py \
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} torchrun --nproc-per-node 1 -m engine.stages.pretrain \
   --config configs/pretrain/llama_1b_h200.yaml data.prefix="$PREFIX" train.run_dir="$RUN" \
   train.progress=false "$@"
 "$PY" - "$RUN" <<'PYEOF'

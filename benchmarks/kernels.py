@@ -19,13 +19,14 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _results import add_output_arg, output_dir, written  # noqa: E402
 
 HBM_PEAK = 4.8e12  # H200 bytes/s
 BF16_PEAK = 989e12  # H200 dense bf16 FLOP/s
@@ -295,7 +296,7 @@ def targets(rows: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="CPU harness check: tiny shapes, temp output")
-    ap.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results)")
+    add_output_arg(ap, "--out")
     ap.add_argument("--kernels", default="", help="comma-separated subset of kernels")
     ap.add_argument("--budget-s", type=float, default=None, help="start no new case after this many seconds")
     args = ap.parse_args(argv)
@@ -309,8 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no GPU: run with --smoke on CPU", file=sys.stderr)
         return 2
     torch._dynamo.config.cache_size_limit = 64
-    out = args.out or (Path(tempfile.mkdtemp(prefix="bench_kernels_")) if args.smoke else ROOT / "benchmarks" / "results")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out, args.smoke, "kernels")
     dtype = torch.float32 if args.smoke else torch.bfloat16
     dev_name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
     rows: list[dict] = []
@@ -363,8 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.smoke:
         print(json.dumps(meta["targets"], indent=1))
     failed = [r for r in rows if r["provider"] == "ours" and r["ms"] is None]
-    print(f"{'smoke run: ' if args.smoke else ''}CSV written to {path}"
-          f"{' (a temporary folder, not benchmarks/results)' if args.smoke and args.out is None else ''}")
+    print(f"{'smoke run: ' if args.smoke else ''}CSV written to {path}")
+    print(written(out, args.smoke, f"{path.name}, {path.stem}_targets.json and plots"))
     if failed:
         print(f"our kernel failed on {len(failed)} case(s)", file=sys.stderr)
     return 1 if failed else 0

@@ -3,11 +3,14 @@
 Both start from the same Arrow batches of docs_sections. The peer is what a user of fastText
 writes: ``to_pylist()``, replace newlines, ``model.predict(list_of_texts, k=1)``. Ours is the
 whole filter (labels, scores, keep/drop decisions, output columns). A third row times
-fastText's predict alone on a list built beforehand (untimed): the floor both sit on.
+fastText's predict alone on a list built beforehand (untimed): the floor both sit on. A fourth
+row is ours with in-batch dedup off (``dedupe_in_batch=False``): the difference between the two
+rows of ours is what predicting each distinct text of a batch once saves, the rest is the same
+fastText inference on both sides.
 Runs alternate between systems and the best of ``--repeats`` counts (the machine is shared).
 
     python benchmarks/langid.py                  # full corpus (62,744 docs)
-    python benchmarks/langid.py --smoke          # a few hundred docs, harness check
+    python benchmarks/langid.py --smoke          # a few hundred docs, harness check (temporary folder)
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".cache" / "numba"))
 
+from _results import add_output_arg, output_dir, written  # noqa: E402
 from _timing import versions  # noqa: E402
 
 from dataproc.filters.langid import LanguageID, load_fasttext, resolve_lid_model  # noqa: E402
@@ -83,7 +87,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None, help="use only the first N documents")
     p.add_argument("--batch-size", type=int, default=10_000)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    add_output_arg(p)
     p.add_argument("--smoke", action="store_true", help="a few hundred docs, one repeat (harness check)")
     args = p.parse_args()
     if args.smoke:
@@ -157,11 +161,11 @@ def main() -> None:
     print(f"labels equal to the peer's: {label_agreement:.4%}; max |score diff| {max_score_diff:.2e}; "
           f"kept (en, >= 0.65): {kept:.2%}")  # fmt: skip
 
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    folder = output_dir(args.output_dir, args.smoke, "langid")
     stem = "langid_smoke" if args.smoke else "langid"
     machine = {"platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
                "cpu_count": os.cpu_count()}  # fmt: skip
-    with open(args.output_dir / f"{stem}.csv", "w", newline="") as fh:
+    with open(folder / f"{stem}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=[*rows[0], "label_agreement", "max_score_diff", "platform", "cpu_count"])
         w.writeheader()
         for r in rows:
@@ -170,9 +174,9 @@ def main() -> None:
     meta = {"rows": rows, "label_agreement": label_agreement, "max_score_diff": max_score_diff,
             "kept_fraction": kept, "input": str(args.input), "model": str(model_path),
             "batch_size": args.batch_size, "times_s": times, "versions": versions(("numpy", "pyarrow", "polars", "numba", "fasttext-numpy2", "datatrove")), "machine": machine}  # fmt: skip
-    (args.output_dir / f"{stem}.json").write_text(json.dumps(meta, indent=2))
-    plot(rows, args.output_dir / f"{stem}.png")
-    print(f"wrote {args.output_dir / stem}.csv/.json/.png")
+    (folder / f"{stem}.json").write_text(json.dumps(meta, indent=2))
+    plot(rows, folder / f"{stem}.png")
+    print(written(folder, args.smoke, f"{stem}.csv/.json/.png"))
 
 
 if __name__ == "__main__":

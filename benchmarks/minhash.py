@@ -38,13 +38,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from _results import add_output_arg, output_dir, scratch_dir, written
 from _timing import best_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,13 +163,13 @@ def run_datatrove(input_file: Path, work: Path) -> tuple[float, set[str]]:
     return wall, removed
 
 
-def run_cli(input_file: Path, out: Path) -> tuple[float | None, set[str], str]:
+def run_cli(input_file: Path, out: Path, *extra: str) -> tuple[float | None, set[str], str]:
     """Wall time, removed ids and a note with the candidate verification counts and cost."""
     if not CLI.exists() or subprocess.run([str(CLI), "dedup", "--help"], capture_output=True).returncode != 0:
         return None, set(), "dataproc dedup CLI missing"
     t0 = time.perf_counter()
     proc = subprocess.run([str(CLI), "dedup", "--input", str(input_file), "--output", str(out), "--tasks", "1",
-                           "--no-progress"], capture_output=True, text=True,
+                           "--no-progress", *extra], capture_output=True, text=True,
                           env=dict(os.environ, NUMBA_NUM_THREADS="1"))
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -178,7 +178,8 @@ def run_cli(input_file: Path, out: Path) -> tuple[float | None, set[str], str]:
     for f in sorted((out / "removed").glob("*.parquet")):
         removed.update(pq.read_table(f, columns=["id"])["id"].to_pylist())
     c = json.loads((out / "stats.json").read_text()).get("clusters", {})
-    note = (f"candidates {c.get('candidates')}, verified {c.get('verified')}, rejected {c.get('rejected')}, "
+    note = (f"verify {c.get('verify')}: candidates {c.get('candidates')}, verified {c.get('verified')}, "
+            f"rejected {c.get('rejected')}, exact Jaccard checks {c.get('exact_checked', 0)}, "
             f"verification {c.get('verify_s')} s")
     return wall, removed, note
 
@@ -216,13 +217,18 @@ def bench_e2e(input_file: Path, texts: pa.Array, ids: list[str], tmp: Path, skip
         rows.append({"impl": "datatrove", "variant": "4 stages, 1 worker", "wall_s": round(wall, 2),
                      "docs_per_s": round(n / wall), "removed": len(dt_removed),
                      "note": "default MinhashConfig; xxhash-4 str shim"})
-    wall, ours, note = run_cli(input_file, tmp / "dataproc")
-    if wall is None:
-        rows.append({"impl": "dataproc", "variant": "CLI dedup --tasks 1", "wall_s": "", "docs_per_s": "",
-                     "removed": "", "note": note})
-    else:
-        rows.append({"impl": "dataproc", "variant": "CLI dedup --tasks 1", "wall_s": round(wall, 2),
-                     "docs_per_s": round(n / wall), "removed": len(ours), "note": "launch to exit; " + note})
+    ours: set[str] = set()
+    # The default (hybrid: exact Jaccard for borderline estimates) and the estimate alone.
+    for variant, extra in (("CLI dedup --tasks 1", ()), ("CLI dedup --tasks 1 --verify estimate",
+                                                          ("--verify", "estimate"))):
+        wall, removed, note = run_cli(input_file, tmp / f"dataproc{len(rows)}", *extra)
+        ours = ours or removed
+        if wall is None:
+            rows.append({"impl": "dataproc", "variant": variant, "wall_s": "", "docs_per_s": "",
+                         "removed": "", "note": note})
+        else:
+            rows.append({"impl": "dataproc", "variant": variant, "wall_s": round(wall, 2),
+                         "docs_per_s": round(n / wall), "removed": len(removed), "note": "launch to exit; " + note})
     core_s, core_removed = run_core(texts)
     rows.append({"impl": "dataproc", "variant": "core in-process (no I/O)", "wall_s": round(core_s, 2),
                  "docs_per_s": round(n / core_s), "removed": core_removed, "note": "sigs+bands+verified pairs+greedy"})
@@ -230,7 +236,7 @@ def bench_e2e(input_file: Path, texts: pa.Array, ids: list[str], tmp: Path, skip
     for r in rows:
         r["docs"] = n
         r["speedup_vs_datatrove"] = round(dt_wall / r["wall_s"], 1) if dt_wall and r["wall_s"] else ""
-        if r["variant"].startswith("CLI") and ours and dt_removed:
+        if r["variant"] == "CLI dedup --tasks 1" and ours and dt_removed:
             both = ours & dt_removed
             r["note"] += (f"; overlap with datatrove {len(both)} (ours only {len(ours - both)}, "
                           f"datatrove only {len(dt_removed - both)})")
@@ -398,8 +404,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="timed repeats per signature row (best is kept)")
     p.add_argument("--skip-e2e", action="store_true", help="signatures only")
     p.add_argument("--skip-datatrove", action="store_true", help="end-to-end without the (slow) datatrove run")
-    p.add_argument("--output-dir", type=Path, default=None,
-                   help="where the CSV/PNG go (default benchmarks/results; --smoke: a temporary folder)")
+    add_output_arg(p)
     p.add_argument("--datatrove-child", nargs=2, type=Path, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.datatrove_child:
@@ -407,11 +412,8 @@ def main() -> None:
         return
     limit = 300 if a.smoke else a.limit
     repeats = 1 if a.smoke else a.repeats
-    # a smoke run never overwrites the committed results
-    out = a.output_dir or (Path(tempfile.mkdtemp(prefix="bench_minhash_")) if a.smoke
-                           else ROOT / "benchmarks" / "results")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "tmp" / f"minhash-{os.getpid()}"
+    out = output_dir(a.output_dir, a.smoke, "minhash")  # a smoke run never overwrites the committed results
+    tmp = scratch_dir(out, f"minhash-{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     try:
         table = pq.read_table(a.input, columns=["id", "text"])
@@ -431,7 +433,8 @@ def main() -> None:
         e2e_rows = []
         if not a.skip_e2e:
             e2e_rows = bench_e2e(input_file, texts, table["id"].to_pylist(), tmp, a.skip_datatrove)
-            print_table(f"End-to-end MinHash dedup (ours {CLI_BANDS[0]} x {CLI_BANDS[1]} bands, verified at 0.8)", e2e_rows,
+            print_table(f"End-to-end MinHash dedup (ours {CLI_BANDS[0]} x {CLI_BANDS[1]} bands, verified at 0.8)",
+                        e2e_rows,
                         ["impl", "variant", "wall_s", "docs_per_s", "removed", "speedup_vs_datatrove", "note"])
             write_csv(out / "minhash_e2e.csv", e2e_rows)
             quality_rows = bench_quality(a.input, tmp, a.skip_datatrove, a.smoke)
@@ -440,7 +443,7 @@ def main() -> None:
             write_csv(out / "minhash_quality.csv", quality_rows)
         (out / "minhash_env.json").write_text(json.dumps(env, indent=2))
         plot(out / "minhash.png", sig_rows, e2e_rows, env)
-        print(f"\nwrote {out}/minhash_*.csv, minhash_env.json, minhash.png")
+        print("\n" + written(out, a.smoke, "minhash_*.csv, minhash_env.json, minhash.png"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

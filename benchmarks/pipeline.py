@@ -4,7 +4,9 @@ Peak RSS is measured for several batch sizes and corpus sizes, to show memory fo
 size, not the corpus. Each configuration runs in a fresh process (``resource`` maxrss of the child).
 
     python benchmarks/pipeline.py                      # full corpus, batch sizes 2,000 and 10,000
-    python benchmarks/pipeline.py --smoke              # 1,000 docs, harness check
+    python benchmarks/pipeline.py --smoke              # 1,000 docs, harness check (temporary folder)
+
+Writes ``pipeline.csv`` to ``--output-dir``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from _results import add_output_arg, output_dir, written
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_INPUT = ROOT.parent / "shared" / "data" / "docs_sections.parquet"
@@ -61,8 +64,8 @@ def main() -> None:
     p.add_argument("--input", type=Path, default=DEFAULT_INPUT)
     p.add_argument("--batch-sizes", default="2000,10000")
     p.add_argument("--limit", type=int, default=None, help="use the first N docs")
-    p.add_argument("--smoke", action="store_true")
-    p.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--smoke", action="store_true", help="1,000 docs: harness check")
+    add_output_arg(p)
     a = p.parse_args()
     limit = 1000 if a.smoke else a.limit
     rows = []
@@ -84,9 +87,9 @@ def main() -> None:
                     r.update(docs=n, batch_size=bs, pipeline="filters+exact+minhash" if filters else "exact+minhash")
                     rows.append(r)
                     print(json.dumps(r))
-    a.output_dir.mkdir(parents=True, exist_ok=True)
+    out = output_dir(a.output_dir, a.smoke, "pipeline")
     name = "pipeline_smoke.csv" if a.smoke else "pipeline.csv"
-    with open(a.output_dir / name, "w", newline="") as f:
+    with open(out / name, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=[*rows[0].keys(), "machine"])
         w.writeheader()
         for r in rows:
@@ -96,6 +99,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['docs']:>7} {r['batch_size']:>6} {r['pipeline']:<22} {r['wall_s']:>7} {r['docs_per_s']:>7} "
               f"{r['peak_rss_mib']:>12}")
+    print(written(out, a.smoke, name))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ best of ``--repeats`` counts.
 
     python benchmarks/tokenization.py                    # first 32,000 docs of docs_sections.parquet
     python benchmarks/tokenization.py --docs 0 --repeats 2   # all 62,744 docs (84 MB)
-    python benchmarks/tokenization.py --smoke            # 2,000 docs, harness check
+    python benchmarks/tokenization.py --smoke            # 2,000 docs, harness check (temporary folder)
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".cache" / "numba"))
 
+from _results import add_output_arg, output_dir, scratch_dir, written  # noqa: E402
 from _timing import versions  # noqa: E402
 
 from dataproc.tokenize_stage import run_tokenize  # noqa: E402
@@ -45,7 +46,6 @@ from dataproc.train_tokenizer import train_tokenizer  # noqa: E402
 SHARED = ROOT.parent / "shared"
 DEFAULT_INPUT = SHARED / "data" / "docs_sections.parquet"
 GPT2_RANKS = SHARED / "assets" / "gpt2.tiktoken"
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def peers(tok) -> dict[str, object]:
@@ -160,9 +160,12 @@ def main() -> None:
                     help="documents of --input to use (0: all); more repeats of a shorter run resist noise better")
     ap.add_argument("--vocab-size", type=int, default=32_000, help="BPE vocabulary trained for the run")
     ap.add_argument("--workers", default="1,2", help="worker counts for ours (default 1,2)")
+    add_output_arg(ap)
     a = ap.parse_args()
 
-    work = RESULTS / "tmp" / ("tokenize-smoke" if a.smoke else "tokenize")
+    out = output_dir(a.output_dir, a.smoke, "tokenize")
+    stem = "tokenize_smoke" if a.smoke else "tokenize"
+    work = scratch_dir(out, stem.replace("_", "-"))
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     if a.smoke:
@@ -197,19 +200,15 @@ def main() -> None:
         print(f"{r['tokenizer']:<15} {r['system']:<46} {r['workers']:>2} {fmt(cpu_rate, '11.3f')} "
               f"{fmt(r['ratio_vs_best_peer_cpu'], '11.2f', '×'):>12} {r['tokens_per_wall_s'] / 1e6:>12.3f} "
               f"{r['ratio_vs_best_peer_wall']:>6.2f}× {fmt(r['speedup_vs_1_worker'], '7.2f', '×'):>8}")
-    if a.smoke:
-        print("smoke run: results not written")
-        return
-    RESULTS.mkdir(exist_ok=True)
-    with open(RESULTS / "tokenize.csv", "w", newline="") as f:
+    with open(out / f"{stem}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     env = {**versions(("tokenizers", "tiktoken", "pyarrow", "numpy", "megatron-core")), "input": a.input, "docs": len(texts), "repeats": a.repeats,
            "date": time.strftime("%Y-%m-%d %H:%M"), "load_avg_1_5_15": [round(x, 1) for x in os.getloadavg()]}
-    (RESULTS / "tokenize.json").write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
-    plot(rows, RESULTS / "tokenize.png")
-    print(f"wrote {RESULTS / 'tokenize.csv'}, tokenize.json, tokenize.png")
+    (out / f"{stem}.json").write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
+    plot(rows, out / f"{stem}.png")
+    print(written(out, a.smoke, f"{stem}.csv/.json/.png"))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 Both do the same work per optimizer step: the same micro-batches of real tokens, forward + backward per
 micro-batch, gradient clipping and one AdamW step. Times are best-of-``--repeats`` medians measured in
-one process, interleaved, on this (noisy, shared) machine; the target is engine/reference ≤ 1.3.
+one process, interleaved, on this (noisy, shared) machine; the target is engine time / reference time ≤ 1.3.
 
     python benchmarks/train_cpu.py [--smoke] [--data PREFIX --tokenizer tokenizer.json]
 
 Without ``--data`` it tokenizes ``../shared/data/tiny_sections.parquet`` first (as the tests do).
-Writes ``benchmarks/results/train_cpu.csv``.
+Writes ``train_cpu.csv`` to ``--output-dir`` (default ``benchmarks/results``; ``--smoke``: a
+temporary folder, with the smoke run's scratch files).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "benchmarks" / "results"
+
+from _results import add_output_arg, output_dir, scratch_dir, written  # noqa: E402
 
 # (name, overrides) — the tiny preset and a wider one where matmuls dominate
 SHAPES = [
@@ -33,12 +35,12 @@ SHAPES = [
 ]
 
 
-def _data(args: argparse.Namespace) -> tuple[str, str]:
+def _data(args: argparse.Namespace, out_dir: Path) -> tuple[str, str]:
     if args.data:
         return args.data, args.tokenizer
     from tests.engine.conftest import build_token_prefix
 
-    out = RESULTS / "tmp" / "train_cpu_tokens"
+    out = scratch_dir(out_dir, "train_cpu_tokens")
     if not (out / "tokens.idx").exists():
         build_token_prefix(ROOT.parent / "shared" / "data" / "tiny_sections.parquet", out)
     return str(out / "tokens"), str(out / "tokenizer.json")
@@ -59,7 +61,7 @@ def bench_shape(name: str, overrides: list[str], prefix: str, tok: str, steps: i
 
     from engine.config import load_config
     from engine.model import unwrap
-    from engine.pretrain import build_run
+    from engine.stages.pretrain import build_run
     from tests.engine.reference_model import ReferenceLlama
 
     cfg = load_config(ROOT / "configs/pretrain/tiny_cpu.yaml", [
@@ -110,16 +112,18 @@ def main() -> None:
     parser.add_argument("--tokenizer", help="its tokenizer.json")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    add_output_arg(parser)
     args = parser.parse_args()
     import megatron.core
     import torch
 
-    prefix, tok = _data(args)
+    out_dir = output_dir(args.output_dir, args.smoke, "train_cpu")
+    prefix, tok = _data(args, out_dir)
     shapes = SHAPES[:1] if args.smoke else SHAPES
     steps, repeats = (3, 2) if args.smoke else (args.steps, args.repeats)
     rows = []
     for i, (name, overrides) in enumerate(shapes):
-        rows.append(bench_shape(name, overrides, prefix, tok, steps, repeats, RESULTS / "tmp" / f"train_cpu_{i}"))
+        rows.append(bench_shape(name, overrides, prefix, tok, steps, repeats, scratch_dir(out_dir, f"train_cpu_{i}")))
     meta = {"torch": torch.__version__, "megatron_core": megatron.core.__version__,
             "machine": f"{platform.machine()} {os.cpu_count()} cpus", "threads": torch.get_num_threads()}
     print(f"{'shape':22} {'tok/step':>9} {'engine ms':>10} {'torch ms':>9} {'ratio':>6}  (target <= 1.3)")
@@ -127,14 +131,13 @@ def main() -> None:
         print(f"{r['shape']:22} {r['tokens_per_step']:>9} {r['engine_ms']:>10} {r['reference_ms']:>9} "
               f"{r['ratio']:>6}")
     print(", ".join(f"{k}={v}" for k, v in meta.items()))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "tmp" / "train_cpu_smoke.csv" if args.smoke else RESULTS / "train_cpu.csv"
+    out = out_dir / ("train_cpu_smoke.csv" if args.smoke else "train_cpu.csv")
     with out.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[*rows[0], *meta])
         writer.writeheader()
         for r in rows:
             writer.writerow({**r, **meta})
-    print(f"wrote {out}")
+    print(written(out_dir, args.smoke, out.name))
 
 
 if __name__ == "__main__":

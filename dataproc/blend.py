@@ -21,8 +21,7 @@ from typing import Any
 
 from dataproc.errors import ConfigError, DataError
 from dataproc.tokenize_stage import sidecar
-
-TOKENIZER_KEYS = ("kind", "vocab_size", "eod_id")
+from llmstack.formats import TOKENIZER_KEYS, blend_document
 
 
 def parse_pairs(items: Sequence[str]) -> list[tuple[float, str]]:
@@ -59,15 +58,10 @@ def make_blend(pairs: Sequence[tuple[float, str]]) -> dict[str, Any]:
         if got != ref:
             raise DataError(f"{prefix}.json", f"tokenized with {got}, but {pairs[0][1]} with {ref}: "
                             "every dataset of a blend needs the same tokenizer")
-    total_w = sum(w for w, _ in pairs)
     total_t = sum(m["tokens"] for m in metas) or 1
-    return {"format": "megatron-blend",
-            "prefixes": [os.path.abspath(p) for _, p in pairs],
-            "weights": [w / total_w for w, _ in pairs],
-            "tokens": [m["tokens"] for m in metas],
-            "documents": [m["documents"] for m in metas],
-            "share_of_tokens": [m["tokens"] / total_t for m in metas],
-            "tokenizer": metas[0]["tokenizer"]}
+    return blend_document([p for _, p in pairs], [w for w, _ in pairs],
+                          tokens=[m["tokens"] for m in metas], documents=[m["documents"] for m in metas],
+                          share_of_tokens=[m["tokens"] / total_t for m in metas], tokenizer=metas[0]["tokenizer"])
 
 
 def write_blend(path: str, pairs: Sequence[tuple[float, str]]) -> dict[str, Any]:

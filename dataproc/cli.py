@@ -1,4 +1,12 @@
-"""The ``dataproc`` command line: filter, dedup, run a whole pipeline, build a sample corpus."""
+"""The ``dataproc`` command line: filter, dedup, run a whole pipeline, build a sample corpus.
+
+Each command prints progress bars while it runs and one summary line at the end. Bad input
+(a missing file, a bad column or option value) ends it with one ``dataproc <command>: error:
+...`` line on stderr naming the file, row, field or key, and a non-zero exit status: 2 for
+:class:`~dataproc.errors.DataError` / :class:`~dataproc.errors.ConfigError`, 1 for any other
+``ValueError``, ``KeyError``, ``TypeError`` or ``OSError``. ``dataproc --verbose <command>``
+also shows datatrove's logging and the traceback of an error.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +14,13 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from typing import Any
 
+from dataproc.config import ExecutionConfig, MinHashConfig, PipelineConfig, ReadConfig
 from dataproc.errors import ConfigError, DataError
+from dataproc.filters import DEFAULT_FILTERS
+from llmstack.formats import BLEND_FORMAT
 
 EPILOG_FILTER = """examples:
   dataproc filter --input shards/ --output out/filtered
@@ -44,18 +56,29 @@ EPILOG_RUN = """examples:
 """
 
 
+def _d(cls: type, name: str) -> Any:
+    """A command-line default: the config dataclass field's default (one source of truth)."""
+    from llmstack.config import field_default
+
+    return field_default(cls, name)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True, nargs="+",
                    help="Parquet/JSONL(.gz) file(s), directory, glob or fsspec URL")
     p.add_argument("--output", required=True, help="output directory (local path or fsspec URL)")
-    p.add_argument("--tasks", type=int, default=1, help="independent tasks per stage (default 1)")
-    p.add_argument("--workers", type=int, default=1, help="tasks run at once by the local executor (default 1)")
-    p.add_argument("--executor", choices=("local", "slurm", "ray"), default="local",
-                   help="datatrove executor to run the tasks on (default local)")
-    p.add_argument("--batch-size", type=int, default=10_000, help="documents per Arrow batch (default 10000)")
-    p.add_argument("--text-column", default="text", help="column holding the text (default text)")
-    p.add_argument("--id-column", default="id", help="column holding document ids (default id)")
-    p.add_argument("--max-shard-bytes", type=int, default=256 << 20, help="output shard size bound (bytes)")
+    ex, rd = ExecutionConfig, ReadConfig
+    p.add_argument("--tasks", type=int, default=_d(ex, "tasks"), help="independent tasks per stage (default %(default)s)")
+    p.add_argument("--workers", type=int, default=_d(ex, "workers"),
+                   help="tasks run at once by the local executor (default %(default)s)")
+    p.add_argument("--executor", choices=("local", "slurm", "ray"), default=_d(ex, "executor"),
+                   help="datatrove executor to run the tasks on (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=_d(rd, "batch_size"),
+                   help="documents per Arrow batch (default %(default)s)")
+    p.add_argument("--text-column", default=_d(rd, "text_column"), help="column holding the text (default %(default)s)")
+    p.add_argument("--id-column", default=_d(rd, "id_column"), help="column holding document ids (default %(default)s)")
+    p.add_argument("--max-shard-bytes", type=int, default=_d(PipelineConfig, "max_shard_bytes"),
+                   help="output shard size bound (bytes, default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -64,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dataproc", description="Filter, language-ID and deduplicate Parquet/JSONL crawl shards.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run `dataproc <command> --help` for the options and examples of each command.")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show datatrove's logging, and the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("filter", help="quality, language and harmful-content filters",
@@ -72,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(f)
     f.add_argument("--filters", default=None,
                    help="comma-separated filter names in order (default: the filters of --config, else "
-                        "gopher_repetition,gopher_quality,c4_quality,fineweb_quality,language)")
+                        f"{','.join(DEFAULT_FILTERS)})")
     f.add_argument("--config", default=None, help="YAML whose `filters:` section sets filters and thresholds")
 
     d = sub.add_parser("dedup", help="exact or MinHash-LSH near-duplicate removal",
@@ -80,17 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG_DEDUP, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(d)
     d.add_argument("--method", choices=("minhash", "exact"), default="minhash")
-    d.add_argument("--num-perm", type=int, default=128, help="MinHash permutations (default 128)")
-    d.add_argument("--ngram", type=int, default=5, help="word n-gram size of shingles (default 5)")
-    d.add_argument("--bands", type=int, default=None, help="LSH bands (default 18)")
-    d.add_argument("--rows", type=int, default=None, help="rows per band (default 7)")
+    mh = MinHashConfig
+    d.add_argument("--num-perm", type=int, default=_d(mh, "num_perm"), help="MinHash permutations (default %(default)s)")
+    d.add_argument("--ngram", type=int, default=_d(mh, "ngram"), help="word n-gram size of shingles (default %(default)s)")
+    d.add_argument("--bands", type=int, default=None, help=f"LSH bands (default {_d(mh, 'bands')})")
+    d.add_argument("--rows", type=int, default=None, help=f"rows per band (default {_d(mh, 'rows')})")
     d.add_argument("--threshold", type=float, default=None,
                    help="Jaccard threshold; picks bands x rows instead of --bands/--rows (every candidate "
                         "pair is verified against 0.8, or against this threshold when given)")
-    d.add_argument("--verify", choices=("estimate", "exact"), default="estimate",
-                   help="check each candidate pair by its full signatures' Jaccard estimate (default) or by "
-                        "the exact shingle Jaccard (slower; recall at the threshold itself is higher)")
-    d.add_argument("--seed", type=int, default=1, help="hash seed (default 1)")
+    d.add_argument("--verify", choices=("hybrid", "estimate", "exact"), default=_d(mh, "verify"),
+                   help="check each candidate pair by its full signatures' Jaccard estimate, and by the exact "
+                        "shingle Jaccard when the estimate is within 3 standard errors of the threshold "
+                        "(hybrid, default); by the estimate alone (estimate: fastest, a pair at the threshold "
+                        "itself passes half the time); or by the exact Jaccard for every candidate (exact)")
+    d.add_argument("--seed", type=int, default=_d(mh, "seed"), help="hash seed (default %(default)s)")
 
     r = sub.add_parser("run", help="a whole pipeline from a YAML config",
                        description="read → filters → exact dedup → MinHash dedup → write, as a YAML config "
@@ -157,7 +185,28 @@ def build_parser() -> argparse.ArgumentParser:
                                    "sections, as a Parquet corpus with cross-version near-duplicates.")
     s.add_argument("--output", required=True, help="output Parquet file")
     s.add_argument("--versions", default="4.2.16,5.0.9,5.1.3", help="comma-separated Django versions")
+    for command in sub.choices.values():  # --verbose is global, but may also follow the command
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="show datatrove's logging, and the traceback of an error")
     return parser
+
+
+# integer options that must be >= 1 (checked before any work, named as on the command line)
+POSITIVE = ("tasks", "workers", "batch_size", "num_perm", "ngram", "bands", "rows", "unit_rows", "vocab_size",
+            "min_frequency", "max_docs", "max_bytes")
+
+
+def check_options(a: argparse.Namespace) -> None:
+    """Raise :class:`ConfigError` naming the flag of an out-of-range option value."""
+    for name in POSITIVE:
+        value = getattr(a, name, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}", f"must be >= 1, got {value}")
+    if getattr(a, "max_shard_bytes", 1 << 10) < 1 << 10:
+        raise ConfigError("--max-shard-bytes", f"must be at least 1024, got {a.max_shard_bytes}")
+    threshold = getattr(a, "threshold", None)
+    if threshold is not None and not 0 < threshold < 1:
+        raise ConfigError("--threshold", f"must be in (0, 1), got {threshold}")
 
 
 def _read_options(a: argparse.Namespace) -> dict[str, Any]:
@@ -170,18 +219,19 @@ def _exec_options(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_filter(a: argparse.Namespace) -> dict[str, Any]:
-    from dataproc.config import FILTERS, build_filters, load_config
+    from dataproc.config import load_config
+    from dataproc.filters import build_filters, check_filter_name
     from dataproc.pipeline import run_filter
     from dataproc.shards import resolve_inputs
 
     cfg = load_config(a.config, base={"input": a.input, "output": a.output})
     if a.filters is not None or not cfg.filters:
-        names = (a.filters or "gopher_repetition,gopher_quality,c4_quality,fineweb_quality,language").split(",")
+        names = a.filters.split(",") if a.filters else list(DEFAULT_FILTERS)
         for n in names:
-            if n not in FILTERS:
-                raise ConfigError(f"--filters {n}", f"unknown filter (known: {', '.join(FILTERS)})")
+            check_filter_name(n, key=f"--filters {n}")
         cfg.filters = {n: cfg.filters.get(n, {}) for n in names}
-    return run_filter(resolve_inputs(a.input), a.output, build_filters(cfg), **_exec_options(a), **_read_options(a))
+    return run_filter(resolve_inputs(a.input), a.output, build_filters(cfg.filters), **_exec_options(a),
+                      **_read_options(a))
 
 
 def _cmd_dedup(a: argparse.Namespace) -> dict[str, Any]:
@@ -195,8 +245,13 @@ def _cmd_dedup(a: argparse.Namespace) -> dict[str, Any]:
         if a.threshold is not None and (a.bands or a.rows):
             raise ConfigError("--threshold", "give either --threshold or --bands/--rows, not both")
         bands, rows = (None, None) if a.threshold is not None else (a.bands or 18, a.rows or 7)
-        keyer = MinHashKeyer(num_perm=a.num_perm, ngram=a.ngram, seed=a.seed, bands=bands, rows=rows,
-                             threshold=a.threshold, verify=a.verify)
+        if bands is not None and bands * rows > a.num_perm:
+            raise ConfigError("--bands", f"bands x rows = {bands} x {rows} exceeds --num-perm {a.num_perm}")
+        try:
+            keyer = MinHashKeyer(num_perm=a.num_perm, ngram=a.ngram, seed=a.seed, bands=bands, rows=rows,
+                                 threshold=a.threshold, verify=a.verify)
+        except ValueError as exc:
+            raise ConfigError("--num-perm/--bands/--rows/--threshold", str(exc)) from exc
     return run_dedup(resolve_inputs(a.input), a.output, keyer, **_exec_options(a), **_read_options(a))
 
 
@@ -251,7 +306,7 @@ def _one_line(summary: dict[str, Any]) -> str:
         return (f"tokenize: {summary['documents']} docs → {_tokens(summary['tokens'])} tokens ({summary['dtype']}, "
                 f"vocab {summary['tokenizer']['vocab_size']}, eod {summary['tokenizer']['eod_id']}) in "
                 f"{summary['prefix']}.bin/.idx, {summary['quarantined']} quarantined{src}")
-    if summary.get("format") == "megatron-blend":
+    if summary.get("format") == BLEND_FORMAT:
         parts = [f"{os.path.basename(p)} w={w:.3f} ({_tokens(t)} tokens, {s:.1%} of tokens)" for p, w, t, s in
                  zip(summary["prefixes"], summary["weights"], summary["tokens"], summary["share_of_tokens"],
                      strict=True)]
@@ -274,15 +329,44 @@ def _one_line(summary: dict[str, Any]) -> str:
     return json.dumps(summary)
 
 
+# Raised on bad input that no check turned into a DataError/ConfigError: one line, no traceback.
+USER_ERRORS = (ValueError, KeyError, TypeError, OSError)
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    # yaml's errors (a config with a syntax error) derive from Exception only
+    return isinstance(exc, USER_ERRORS) or type(exc).__module__.split(".")[0] == "yaml"
+
+
+def _error_line(exc: BaseException) -> str:
+    if isinstance(exc, DataError | ConfigError):
+        return str(exc)
+    if isinstance(exc, KeyError):  # str(KeyError('x')) is "'x'"
+        return f"KeyError: {exc.args[0] if exc.args else ''}"
+    text = str(exc) or type(exc).__name__
+    text = " ".join(text.split())  # one line (yaml's messages span several)
+    return text if type(exc) is ValueError else f"{type(exc).__name__}: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``dataproc`` command; returns the exit status."""
+    from dataproc import logs
+
     args = build_parser().parse_args(argv)
+    logs.set_verbose(args.verbose)
     handler = {"filter": _cmd_filter, "dedup": _cmd_dedup, "run": _cmd_run, "sample-corpus": _cmd_sample,
                "tokenize": _cmd_tokenize, "train-tokenizer": _cmd_train_tokenizer, "blend": _cmd_blend}
     try:
+        check_options(args)
         summary = handler[args.command](args)
-    except (DataError, ConfigError) as exc:
-        print(f"dataproc {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
+        if args.verbose:
+            traceback.print_exc()
+        hint = "" if args.verbose or isinstance(exc, DataError | ConfigError) else " (--verbose: traceback)"
+        print(f"dataproc {args.command}: error: {_error_line(exc)}{hint}", file=sys.stderr)
+        return 2 if isinstance(exc, DataError | ConfigError) else 1
     print(_one_line(summary))
     return 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from llmstack.config import ConfigError as _ConfigError
+
 
 class DataError(ValueError):
     """Bad input: names the file (and row/field where it applies) and what to do about it."""
@@ -17,12 +19,6 @@ class DataError(ValueError):
         return type(self), (self.path, self.message, self.row, self.field)
 
 
-class ConfigError(ValueError):
-    """Bad configuration: names the key."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"config key {key!r}: {message}")
-        self.key, self.message = key, message
-
-    def __reduce__(self):
-        return type(self), (self.key, self.message)
+# One ConfigError for dataproc and engine: a config key ("minhash.threshold: ...") or an option
+# ("option '--tasks': ...").
+ConfigError = _ConfigError

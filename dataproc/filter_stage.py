@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow as pa
 
 from dataproc.filters.base import BatchFilter
+from dataproc.io.storage import Folder, ShardWriter
 from dataproc.shards import Batch, read_batches
 from dataproc.stage import UnitStage, UnitStats
-from dataproc.storage import Folder, ShardWriter
 
 
 def text_bytes(batch: pa.RecordBatch | pa.Table, column: str = "text") -> int:

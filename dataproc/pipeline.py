@@ -2,22 +2,21 @@
 
 A pipeline is a list of steps, each with a task count: filter → exact dedup (keys, buckets,
 clusters, filter) → MinHash dedup (the same four) → a summary step that writes every stage's
-``stats.json`` and the top-level books. Each stage reads the previous stage's ``kept/``
-directory, resolved only when its tasks start, so the whole chain can be submitted to Slurm at
-once (each job depending on the previous one). Locally and on Ray the steps run one after the
+``stats.json`` and the top-level books, each file once and atomically. Each stage reads the
+previous stage's ``kept/`` directory, resolved only when its tasks start, so the whole chain can
+be submitted to Slurm at once (each job depending on the previous one). Locally and on Ray the steps run one after the
 other from this process.
 """
 
 from __future__ import annotations
 
 import itertools
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dataproc.config import MinHashConfig, PipelineConfig, build_filters
+from dataproc.config import MinHashConfig, PipelineConfig
 from dataproc.dedup.stages import (
     DedupBuckets,
     DedupClusters,
@@ -27,10 +26,13 @@ from dataproc.dedup.stages import (
     Keyer,
     MinHashKeyer,
 )
+from dataproc.errors import ConfigError
 from dataproc.filter_stage import FilterStage
+from dataproc.filters import build_filters
+from dataproc.io.storage import Folder
+from dataproc.logs import quiet_unless_verbose
 from dataproc.shards import resolve_inputs
 from dataproc.stage import UnitStage, UnitStats
-from dataproc.storage import Folder
 
 
 @dataclass
@@ -65,13 +67,18 @@ def dedup_steps(inputs: Sequence[str] | str, output: str, keyer: Keyer, tasks: i
 
 
 class Summary(UnitStage):
-    """Last step (one task): each stage's ``stats.json``, then the top-level books if chained."""
+    """Last step (one task): each stage's ``stats.json``, then the top-level books if chained.
+
+    ``started`` (a ``time.perf_counter()`` of this process) adds ``wall_s`` to the output
+    directory's ``stats.json``; a Slurm job, in another process, leaves it out.
+    """
 
     name = "summary"
 
-    def __init__(self, output_dir: str, stages: list[tuple[str, UnitStage]], top_level: bool) -> None:
+    def __init__(self, output_dir: str, stages: list[tuple[str, UnitStage]], top_level: bool,
+                 started: float | None = None) -> None:
         super().__init__(output_dir, progress=False)
-        self.stages, self.top_level = stages, top_level
+        self.stages, self.top_level, self.started = stages, top_level, started
 
     def units(self) -> list[str]:
         return ["summary"]
@@ -80,26 +87,35 @@ class Summary(UnitStage):
         return False  # cheap, and its inputs may have changed: always rewrite
 
     def process(self, unit_index: int, unit: str) -> UnitStats:
-        self.result = summarize(self.output_dir, self.stages, self.top_level)
+        self.result = summarize(self.output_dir, self.stages, self.top_level, self.started)
         return UnitStats()
 
 
-def summarize(output: str, stages: list[tuple[str, UnitStage]], top_level: bool) -> dict[str, Any]:
+def summarize(output: str, stages: list[tuple[str, UnitStage]], top_level: bool,
+              started: float | None = None) -> dict[str, Any]:
+    """Write each stage's ``stats.json`` and the output's (the books if ``top_level``, else the
+    single stage's), each file exactly once; returns the output's. ``started``: add ``wall_s``."""
     summaries = []
+    files: dict[str, tuple[Folder, dict[str, Any]]] = {}  # folder url → its stats.json
     for label, final in stages:
         s = final.summarize()
         s["stage"] = label
         if final.out.exists("work", "clusters.json"):
             s["clusters"] = final.out.read_json("work/clusters.json")
-        final.out.write_json("stats.json", s)
+        files[final.out.url] = (final.out, s)
         summaries.append(s)
-    if not top_level:
-        return summaries[0]
-    last = stages[-1][1]
-    kept = last.out.sub("kept")
-    top = books(summaries, [kept.url_of(n) for n in kept.list(suffix=".parquet")])
-    Folder(output).write_json("stats.json", top)
-    return top
+    if top_level:
+        kept = stages[-1][1].out.sub("kept")
+        result = books(summaries, [kept.url_of(n) for n in kept.list(suffix=".parquet")])
+    else:
+        result = dict(summaries[0])
+    if started is not None:
+        result["wall_s"] = round(time.perf_counter() - started, 3)
+    out = Folder(output)
+    files[out.url] = (out, result)  # a single stage writing to `output` gets this one, with wall_s
+    for folder, stats in files.values():
+        folder.write_json("stats.json", stats)
+    return result
 
 
 def books(stages: list[dict[str, Any]], final_files: list[str]) -> dict[str, Any]:
@@ -117,14 +133,6 @@ def books(stages: list[dict[str, Any]], final_files: list[str]) -> dict[str, Any
             "output_files": final_files}
 
 
-def _quiet_datatrove() -> None:
-    """datatrove logs every task at INFO through loguru; keep the driver's console to warnings."""
-    from loguru import logger
-
-    logger.remove()
-    logger.add(sys.stderr, level="WARNING")
-
-
 def execute(step: UnitStage, tasks: int, logging_dir: str, execution: Execution) -> None:
     """Run ``step`` as ``tasks`` datatrove tasks and wait (local and Ray executors)."""
     tasks = max(1, min(tasks, len(step.units())))
@@ -135,7 +143,7 @@ def execute(step: UnitStage, tasks: int, logging_dir: str, execution: Execution)
     if execution.executor == "local" and tasks == 1:
         step.run(None, 0, 1)  # the same PipelineStep, without a process pool for one task
         return
-    _quiet_datatrove()
+    quiet_unless_verbose()  # datatrove's per-task banners and stats: only with --verbose
     if execution.executor == "local":
         from datatrove.executor import LocalPipelineExecutor
 
@@ -163,6 +171,7 @@ def slurm_chain(steps: list[Step], logs: Folder, execution: Execution) -> list[A
     """One ``SlurmPipelineExecutor`` per step, each depending on the one before."""
     from datatrove.executor import SlurmPipelineExecutor
 
+    quiet_unless_verbose()
     chain: list[Any] = []
     for i, s in enumerate(steps):
         chain.append(SlurmPipelineExecutor(
@@ -176,19 +185,17 @@ def launch(steps: list[Step], output: str, stages: list[tuple[str, UnitStage]], 
            top_level: bool) -> dict[str, Any]:
     """Run (or submit) ``steps`` then the summary; returns the summary, or what was submitted."""
     logs = Folder(output).sub("logs")
-    summary = Summary(output, stages, top_level)
     if execution.executor == "slurm":
+        summary = Summary(output, stages, top_level)
         chain = slurm_chain([*steps, Step(summary, 1)], logs, execution)
         chain[-1].run()  # datatrove submits the dependencies first
         return {"submitted": [c.job_name for c in chain], "output": output,
                 "note": "stats.json is written by the last job; rerun the same command to resume"}
-    t0 = time.perf_counter()
+    summary = Summary(output, stages, top_level, started=time.perf_counter())
     for i, s in enumerate(steps):
         execute(s.step, s.tasks, logs.url_of(f"{i:02d}-{s.step.name}"), execution)
     summary.run(None, 0, 1)
-    result = dict(summary.result, wall_s=round(time.perf_counter() - t0, 3))
-    Folder(output).write_json("stats.json", result)
-    return result
+    return summary.result
 
 
 def run_filter(inputs: Sequence[str], output: str, filters: list[Any], tasks: int = 1, workers: int = 1,
@@ -225,7 +232,7 @@ def plan_pipeline(cfg: PipelineConfig, progress: bool = True) -> tuple[list[Step
     stages: list[tuple[str, UnitStage]] = []
     current: Sequence[str] | str = resolve_inputs(cfg.input)
     if cfg.filters:
-        steps += filter_steps(current, out.url_of("filter"), build_filters(cfg), **opts, **first_read)
+        steps += filter_steps(current, out.url_of("filter"), build_filters(cfg.filters), **opts, **first_read)
         stages.append(("filter", steps[-1].step))
         current, first_read = out.url_of("filter", "kept"), {}
     for label, enabled, make in (("exact", cfg.exact_dedup.enabled, ExactKeyer),
@@ -236,7 +243,7 @@ def plan_pipeline(cfg: PipelineConfig, progress: bool = True) -> tuple[list[Step
             stages.append((f"{keyer.name}-dedup", steps[-1].step))
             current, first_read = out.url_of(label, "kept"), {}
     if not steps:
-        raise ValueError("nothing to run: enable at least one of filters, exact_dedup, minhash")
+        raise ConfigError("filters", "nothing to run: configure filters, or enable exact_dedup or minhash")
     return steps, stages
 
 

@@ -22,7 +22,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from dataproc.errors import DataError
-from dataproc.textbuf import text_buffers
+from dataproc.text.buffers import text_buffers
 from dataproc.validate import QUARANTINE_REASONS, quarantine_codes
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -87,12 +87,19 @@ def _open(path: str):
 
 
 def _parquet_batches(path: str, batch_size: int, columns: list[str] | None,
-                     row_groups: Sequence[int] | None = None, first_row: int = 0) -> Iterator[pa.RecordBatch]:
+                     row_groups: Sequence[int] | None = None, first_row: int = 0,
+                     text_column: str | None = None) -> Iterator[pa.RecordBatch]:
     try:
         handle = _open(path)
         pf = pq.ParquetFile(handle)
     except Exception as exc:
         raise DataError(path, f"not a readable Parquet file ({exc}); is it truncated or another format?") from exc
+    if text_column is not None:  # against the whole schema, so the error lists every column
+        try:
+            _check_schema(path, pf.schema_arrow, text_column)
+        except DataError:
+            handle.close()
+            raise
     if columns is not None:
         columns = [c for c in columns if c in pf.schema_arrow.names]
     row = first_row
@@ -162,7 +169,7 @@ def read_batches(path: str, batch_size: int = 10_000, text_column: str = "text",
     if lower.endswith(PARQUET_SUFFIXES):
         if row_groups:
             start = sum(parquet_row_groups(path)[: row_groups[0]])
-        raw_batches = _parquet_batches(path, batch_size, columns, row_groups, start)
+        raw_batches = _parquet_batches(path, batch_size, columns, row_groups, start, text_column)
     elif row_groups is not None:
         raise DataError(path, "row groups exist only in Parquet files")
     elif lower.endswith(JSONL_SUFFIXES):

@@ -20,8 +20,9 @@ from typing import Any
 from datatrove.pipeline.base import PipelineStep
 from tqdm import tqdm
 
+from dataproc import logs
+from dataproc.io.storage import Folder
 from dataproc.shards import resolve_inputs
-from dataproc.storage import Folder
 
 UNITS_DIR = ".units"
 
@@ -83,6 +84,16 @@ class UnitStage(PipelineStep):
         self._inputs_spec = inputs
         self._inputs: list[str] | None = None if isinstance(inputs, str) else list(inputs)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a stage pickled to a worker carries the driver's console-logging choice (see dataproc.logs)
+        return {**self.__dict__, "_quiet_logs": logs.is_quiet()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        quiet = state.pop("_quiet_logs", False)
+        self.__dict__.update(state)
+        if quiet:
+            logs.quiet_datatrove()
+
     @property
     def inputs(self) -> list[str]:
         if self._inputs is None:
@@ -137,7 +148,10 @@ class UnitStage(PipelineStep):
             bar.update(docs)
 
     def summarize(self) -> dict[str, Any]:
-        """Merge unit markers into ``stats.json`` (all units must be done) and return it."""
+        """Merge the unit markers (all units must be done) into the stage's summary.
+
+        Nothing is written: :class:`dataproc.pipeline.Summary` writes ``stats.json`` once.
+        """
         units = self.units()
         missing = [u for u in units if not self.unit_done(u)]
         if missing:
@@ -150,5 +164,4 @@ class UnitStage(PipelineStep):
                    "quarantined_total": sum(total.quarantined.values()),
                    "balanced": total.balanced()}
         summary["time_s"] = round(summary["time_s"], 3)
-        self.out.write_json("stats.json", summary)
         return summary

@@ -24,15 +24,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataproc.errors import DataError
-from dataproc.indexed import token_dtype, write_dataset
+from dataproc.errors import ConfigError, DataError
+from dataproc.io.indexed import token_dtype, write_dataset
+from dataproc.io.storage import Folder
 from dataproc.shards import PARQUET_SUFFIXES, parquet_row_groups, read_batches
 from dataproc.stage import UNITS_DIR, UnitStage, UnitStats
-from dataproc.storage import Folder
 from dataproc.tokenizer import TokenizerSpec
+from llmstack.formats import SIDECAR_FORMAT
 
 SOURCE_KEY = "tokens_by_source/"
-SIDECAR_FORMAT = "megatron-indexed-dataset"
 
 
 def plan_units(files: list[str], min_unit_rows: int) -> list[tuple[str, int, list[int] | None]]:
@@ -65,7 +65,7 @@ class TokenizeStage(UnitStage):
         self.tokenizer, self.text_column, self.source_column = tokenizer, text_column, source_column
         self.batch_size, self.min_unit_rows, self.max_text_bytes = batch_size, min_unit_rows, max_text_bytes
         if on_bad_row not in ("error", "quarantine"):
-            raise ValueError(f"on_bad_row must be 'error' or 'quarantine', not {on_bad_row!r}")
+            raise ConfigError("on_bad_row", f"must be 'error' or 'quarantine', not {on_bad_row!r}")
         self.on_bad_row = on_bad_row
         self._plan: list[tuple[str, int, list[int] | None]] | None = None
 
@@ -217,7 +217,10 @@ def sidecar(prefix: str) -> dict[str, Any]:
     path = f"{prefix}.json"
     if not os.path.exists(path):
         raise DataError(path, "no such file: not a dataset written by `dataproc tokenize` (or not finished)")
-    return Folder(os.path.dirname(os.path.abspath(path))).read_json(os.path.basename(path))
+    try:
+        return Folder(os.path.dirname(os.path.abspath(path))).read_json(os.path.basename(path))
+    except ValueError as exc:
+        raise DataError(path, f"not valid JSON ({exc}): not a dataset written by `dataproc tokenize`") from exc
 
 
 def _is_foreign(path: str) -> bool:

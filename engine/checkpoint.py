@@ -30,7 +30,7 @@ from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
 from engine.model import unwrap
 
-# the distributed optimizer's only format that round-trips exactly in a fresh process (docs/PLATFORM.md)
+# the distributed optimizer's only format that round-trips exactly in a fresh process (../shared/docs/PLATFORM.md)
 _OPTIM_METADATA = {"distrib_optim_sharding_type": "dp_reshardable"}
 
 

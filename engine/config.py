@@ -12,23 +12,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import types
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
-import yaml
+from llmstack.config import ConfigError, build, check_type, load_tree, read_yaml, set_dotted
+from llmstack.formats import BLEND_FORMAT, index_dtype, read_sidecar
 
 CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
-
-
-class ConfigError(ValueError):
-    """Bad configuration: the message starts with the offending key."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
 
 
 @dataclass
@@ -159,78 +151,8 @@ class PretrainConfig:
         return dataclasses.asdict(self)
 
 
-def _check_type(key: str, value: Any, hint: Any) -> Any:
-    origin = get_origin(hint)
-    if value is None and hint is not Any and type(None) not in get_args(hint) and hint is not type(None):
-        raise ConfigError(key, "required: got null")
-    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if origin in (Union, types.UnionType):
-        for arg in get_args(hint):
-            try:
-                return _check_type(key, value, arg)
-            except ConfigError:
-                continue
-        raise ConfigError(key, f"{value!r} is not a valid {hint}")
-    if hint is Any:
-        return value
-    if hint is type(None):
-        if value is None:
-            return None
-        raise ConfigError(key, f"expected null, got {value!r}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(key, f"expected a list, got {value!r}")
-        (item,) = get_args(hint) or (Any,)
-        return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float) and isinstance(value, bool):
-        raise ConfigError(key, f"expected {hint.__name__}, got {value!r}")
-    if isinstance(hint, type) and not isinstance(value, hint):
-        raise ConfigError(key, f"expected {hint.__name__}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _build(cls: type, data: Any, prefix: str = "") -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(prefix.rstrip(".") or "<root>", f"expected a mapping, got {data!r}")
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        full = f"{prefix}{key}"
-        if key not in names:
-            raise ConfigError(full, f"unknown key (known: {', '.join(sorted(names))})")
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value or {}, f"{full}.")
-        else:
-            kwargs[key] = _check_type(full, value, hint)
-    return cls(**kwargs)
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    node = tree
-    parts = dotted.split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(dotted, f"{p!r} is not a mapping")
-    node[parts[-1]] = value
-
-
-def _read_yaml(path: Path, key: str) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(key, f"file {path} not found") from exc
-    if loaded is not None and not isinstance(loaded, dict):
-        raise ConfigError(key, f"{path} must hold a mapping")
-    return loaded or {}
+# The shared machinery under the names this package's modules import.
+_build, _check_type, _set_dotted, _read_yaml = build, check_type, set_dotted, read_yaml
 
 
 def _model_preset(name: str) -> dict[str, Any]:
@@ -243,12 +165,7 @@ def _model_preset(name: str) -> dict[str, Any]:
 def config_tree(path: str | Path | None, overrides: list[str] | None) -> dict[str, Any]:
     """The raw config: YAML (optional), dotted ``key=value`` overrides (values parsed as YAML), and the
     ``model.preset`` file's keys beneath the ``model`` keys given. Every stage's loader starts here."""
-    tree: dict[str, Any] = _read_yaml(Path(path), "<config file>") if path is not None else {}
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(item, "overrides look like section.key=value")
-        key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    tree = load_tree(path, overrides)
     model = tree.get("model") or {}
     if isinstance(model, dict) and model.get("preset"):
         tree["model"] = {**_model_preset(model["preset"]), **model}
@@ -304,19 +221,10 @@ def resolve_tokenizer(cfg: PretrainConfig) -> None:
         tok.eod_id = vocab[tok.eod_token]
 
 
-SIDECAR_FORMAT = "megatron-indexed-dataset"  # PREFIX.json written by `dataproc tokenize`
-BLEND_FORMAT = "megatron-blend"  # the file `dataproc blend` writes
 
 
 def _sidecar(prefix: str) -> dict[str, Any] | None:
-    path = Path(prefix + ".json")
-    if not path.is_file():
-        return None
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) and meta.get("format") == SIDECAR_FORMAT else None
+    return read_sidecar(prefix)
 
 
 def resolve_blend(cfg: PretrainConfig) -> None:
@@ -449,16 +357,14 @@ def _validate_kernels(cfg: PretrainConfig) -> None:
 
 
 # dtype codes of Megatron's .idx header (megatron.core.datasets.indexed_dataset.DType)
-_IDX_DTYPES = {1: "u1", 2: "i1", 3: "i2", 4: "i4", 5: "i8", 6: "f8", 7: "f4", 8: "u2"}
 
 
 def _max_token_id(prefix: str, limit: int = 1 << 24) -> int:
     """Largest token id among the first ``limit`` tokens of a .bin (a cheap vocab-size check)."""
     import numpy as np
 
-    with open(prefix + ".idx", "rb") as f:
-        header = f.read(18)
-    if header[:9] != b"MMIDIDX\x00\x00" or header[17] not in _IDX_DTYPES:
+    dtype = index_dtype(prefix + ".idx")
+    if dtype is None:
         raise ConfigError("data.prefix", f"{prefix}.idx is not a Megatron indexed-dataset index")
-    tokens = np.memmap(prefix + ".bin", dtype=_IDX_DTYPES[header[17]], mode="r")
+    tokens = np.memmap(prefix + ".bin", dtype=dtype, mode="r")
     return int(tokens[:limit].max()) if tokens.size else -1

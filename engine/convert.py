@@ -1,7 +1,7 @@
 """HF Llama checkpoints in and out of the engine: ``import`` a Hugging Face directory, ``export`` one.
 
-    python engine/convert.py import --hf HF_DIR --output CKPT_DIR [--tp N --pp M]
-    python engine/convert.py export --checkpoint CKPT_DIR --output HF_DIR
+    python -m engine.convert import --hf HF_DIR --output CKPT_DIR [--tp N --pp M]
+    python -m engine.convert export --checkpoint CKPT_DIR --output HF_DIR
 
 **Import** reads ``config.json`` and the weights (``model.safetensors``, a sharded ``*.index.json``, or
 ``pytorch_model.bin``) of a ``LlamaForCausalLM`` and writes ``CKPT_DIR`` as one ``dist_checkpointing``
@@ -44,12 +44,8 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make `engine` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
@@ -75,6 +71,7 @@ from engine.hf_llama import (
     padded_vocab,
     read_hf_config,
 )
+from engine.stages.common import add_verbose, guarded, parse_args, run_main
 
 TOKENIZER_EXTRAS = ("tokenizer_config.json", "generation_config.json", "special_tokens_map.json")
 CONVERT_INFO = "convert.json"
@@ -413,15 +410,15 @@ def export_hf(checkpoint: str | Path, output: str | Path, config: str | Path | N
 # -- command line ----------------------------------------------------------------------------------------
 
 EXAMPLES = """examples:
-  python engine/convert.py import --hf models/llama-hf --output runs/llama/base
-  python engine/convert.py import --hf models/llama-hf --output runs/llama/base_tp2 --tp 2
-  torchrun --nproc-per-node 2 engine/sft.py --config configs/posttrain/sft_sort.yaml \\
+  python -m engine.convert import --hf models/llama-hf --output runs/llama/base
+  python -m engine.convert import --hf models/llama-hf --output runs/llama/base_tp2 --tp 2
+  torchrun --nproc-per-node 2 -m engine.stages.sft --config configs/posttrain/sft_sort.yaml \\
       checkpoint.load=runs/llama/base_tp2 model.preset=runs/llama/base_tp2/model.yaml \\
       tokenizer.path=runs/llama/base_tp2/tokenizer.json parallel.tp=2
       (import prints the exact overrides; they are also in CKPT_DIR/convert.json)
-  python engine/convert.py export --checkpoint runs/tiny_cpu --output runs/tiny_cpu/hf
-  python engine/convert.py export --checkpoint runs/sft/checkpoints/step_000150 --output runs/sft/hf
-  python engine/convert.py export --checkpoint ckpts/step_000100 --config configs/pretrain/tiny_cpu.yaml \\
+  python -m engine.convert export --checkpoint runs/tiny_cpu --output runs/tiny_cpu/hf
+  python -m engine.convert export --checkpoint runs/sft/checkpoints/step_000150 --output runs/sft/hf
+  python -m engine.convert export --checkpoint ckpts/step_000100 --config configs/pretrain/tiny_cpu.yaml \\
       --tokenizer runs/demo/tokens/tokenizer.json --output hf_out
 then: transformers.AutoModelForCausalLM.from_pretrained("runs/sft/hf"). Exit code 2: bad input.
 """
@@ -449,8 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--vocab-size", type=int, help="real vocabulary size (default: from the tokenizer)")
     exp.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                      help="tensor dtype (auto: the imported model's, else the checkpoint's)")
-    args = parser.parse_args(argv)
-    try:
+    for p in (imp, exp):
+        add_verbose(p)
+    args = parse_args(parser, argv)
+
+    def body() -> int:
         if args.command == "import":
             out = import_hf(args.hf, args.output, args.tp, args.pp, args.make_vocab_size_divisible_by)
             info = json.loads((out / CONVERT_INFO).read_text())
@@ -458,12 +458,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             out = export_hf(args.checkpoint, args.output, args.config, args.tokenizer, args.vocab_size, args.dtype)
             print(f"wrote {out} (LlamaForCausalLM)")
-    except ConvertError as exc:
-        print(f"ConvertError: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return guarded(body, also=(ConvertError,))
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    sys.exit(main())
+    run_main(main)

@@ -1,6 +1,6 @@
 """Run megatron-core without CUDA: the four caller-side patches that make it work on CPU with gloo.
 
-megatron-core assumes a GPU in four ways (see docs/PLATFORM.md); each is patched from outside,
+megatron-core assumes a GPU in four ways (see ../shared/docs/PLATFORM.md); each is patched from outside,
 never by editing site-packages, and only when CUDA is unavailable:
 
 1. its CUDA RNG tracker → a tracker of CPU generator states (``CpuRNGStatesTracker``);

@@ -1,6 +1,7 @@
 """The training loop shared by every stage: a stage supplies batches and a loss, the loop does the rest.
 
-A ``Task`` is what a stage (pretraining here; SFT, reward model, DPO later) contributes:
+A ``Task`` is what a stage (``engine/stages/``: pretraining, SFT, reward model, DPO; PPO and GRPO per update)
+contributes:
 
 - ``batches``: an object with ``train_step(step) -> list[micro-batch]``, ``eval_rounds()`` and
   ``num_microbatches`` (see ``engine.data.PretrainBatches``);

@@ -64,6 +64,18 @@ def _keep_steps_up_to(path: Path, step: int) -> None:
     tmp.replace(path)
 
 
+# what the progress bar and the summary line show, whichever of these the stage logs (PPO has reward/kl,
+# the reward model a final accuracy): record key -> (label, format)
+SHOWN = {"loss": ("loss", ".4f"), "eval_loss": ("eval", ".4f"), "lr": ("lr", ".2e"),
+         "tokens_per_s": ("tok/s", ".0f"), "reward": ("reward", ".3f"), "kl": ("kl", ".3f"),
+         "rm_accuracy": ("acc", ".3f")}
+
+
+def _shown(record: dict[str, Any]) -> dict[str, str]:
+    return {name: format(record[key], fmt) for key, (name, fmt) in SHOWN.items()
+            if isinstance(record.get(key), (int, float)) and not isinstance(record.get(key), bool)}
+
+
 class MetricsLogger:
     """Rank 0 writes one JSON object per step to ``metrics.jsonl`` (and TensorBoard); others do nothing."""
 
@@ -72,6 +84,8 @@ class MetricsLogger:
                  desc: str = "train") -> None:
         self.enabled = enabled
         self._file = self._tb = self._bar = None
+        self.desc, self.total_steps, self.run_dir = desc, total_steps, Path(run_dir)
+        self.latest: dict[str, Any] = {}  # the last value logged under each key
         if not enabled:
             return
         run_dir = Path(run_dir)
@@ -97,6 +111,7 @@ class MetricsLogger:
             return
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        self.latest.update(record)
         step = record["step"]
         if self._tb is not None:
             for key, value in record.items():
@@ -104,13 +119,13 @@ class MetricsLogger:
                     self._tb.add_scalar(f"train/{key}", value, step)
         if self._bar is not None:
             self._bar.n = step
-            # whichever of these the stage logs (PPO has reward/kl, the reward model a final accuracy)
-            shown = {"loss": ("loss", ".4f"), "eval_loss": ("eval", ".4f"), "lr": ("lr", ".2e"),
-                     "tokens_per_s": ("tok/s", ".0f"), "reward": ("reward", ".3f"), "kl": ("kl", ".3f"),
-                     "rm_accuracy": ("acc", ".3f")}
-            post = {name: format(record[key], fmt) for key, (name, fmt) in shown.items()
-                    if isinstance(record.get(key), (int, float))}
-            self._bar.set_postfix(post, refresh=True)
+            self._bar.set_postfix(_shown(record), refresh=True)
+
+    def summary(self) -> str:
+        """One line: the stage, the step reached and the last logged value of each ``SHOWN`` metric."""
+        shown = " ".join(f"{name}={value}" for name, value in _shown(self.latest).items())
+        return (f"{self.desc}: step {self.latest.get('step', 0)}/{self.total_steps} {shown} "
+                f"(metrics: {self.run_dir / 'metrics.jsonl'})")
 
     def close(self) -> None:
         if self._file is not None:

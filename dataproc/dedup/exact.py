@@ -1,7 +1,7 @@
 """Exact-duplicate keys: a 128-bit hash of each document's normalised text.
 
 Normalisation: Unicode lowercase (polars ``str.to_lowercase``), then, in a compiled kernel
-over the UTF-8 buffers (:func:`dataproc.textbuf.text_buffers`), every run of Unicode
+over the UTF-8 buffers (:func:`dataproc.text.buffers.text_buffers`), every run of Unicode
 ``White_Space`` characters collapsed to one space and leading/trailing whitespace
 stripped: the same as polars ``str.replace_all(r"\\s+", " ").str.strip_chars()``, whose
 regex took 1.4 s of the 1.5 s per 62k documents. Two texts that differ only in case or
@@ -19,8 +19,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from dataproc.dedup._hashing import U64, xxh64
-from dataproc.textbuf import text_buffers
+from dataproc.text.buffers import text_buffers
+from dataproc.text.hashing import U64, xxh64
 
 SEEDS = (0, 0x5851F42D4C957F2D)
 

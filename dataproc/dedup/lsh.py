@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numba
 import numpy as np
 
-from dataproc.dedup._hashing import P1, P2, U64, fmix64
+from dataproc.text.hashing import P1, P2, U64, fmix64
 
 # FineWeb / datatrove default: 14 bands of 8 rows (threshold ~ (1/14)^(1/8) = 0.72).
 DEFAULT_BANDS, DEFAULT_ROWS = 14, 8

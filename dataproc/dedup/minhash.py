@@ -59,9 +59,9 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-from dataproc.dedup._hashing import P1, P2, U64, fmix64
-from dataproc.dedup._words import doc_word_hashes, scratch
-from dataproc.textbuf import text_buffers
+from dataproc.text.buffers import text_buffers
+from dataproc.text.hashing import P1, P2, U64, fmix64
+from dataproc.text.word_hashes import doc_word_hashes, scratch
 
 U32 = np.uint32
 EMPTY = np.uint32(0xFFFFFFFF)

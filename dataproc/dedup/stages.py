@@ -8,13 +8,15 @@ holds the whole corpus: bucket keys are partitioned by band x key range, removal
 1. ``DedupKeys`` (unit = input file): per band ``b`` and key range ``r`` (the top bits of
    the key), ``work/keys/b<b>/r<r>/<file>.npy`` holding ``(key, doc_id)`` rows;
    ``work/ids/<file>.parquet`` (the ``id`` of each row); for MinHash, the full signatures
-   ``work/sigs/<file>.npy`` (+ ``-ids.npy``) and, with exact verification, the sorted
-   shingle hashes ``work/shingles/<file>.npy`` (+ ``-off.npy``).
+   ``work/sigs/<file>.npy`` (+ ``-ids.npy``).
 2. ``DedupBuckets`` (unit = band x key range): candidate pairs from shared keys, each
    verified against ``threshold`` (:mod:`dataproc.dedup.verify`, signatures read by mmap);
-   verified edges ``(doc, earlier doc, equal slots)`` to ``work/edges/<unit>.npy``. Keyers
-   without signatures (exact dedup) give star edges to the bucket's smallest doc id.
-3. ``DedupClusters`` (one unit, over the verified edges only): chain-free greedy clustering
+   verified edges ``(doc, earlier doc, equal slots)`` to ``work/edges/<unit>.npy``, pairs whose
+   estimate is too close to call to ``work/pending/<unit>.npy``. Keyers without signatures
+   (exact dedup) give star edges to the bucket's smallest doc id.
+3. ``DedupClusters`` (one unit): the pending pairs settled by exact shingle Jaccard (only
+   their documents are read and shingled again), then, over the verified edges only, chain-free
+   greedy clustering
    (:func:`~dataproc.dedup.verify.greedy_keep`): a document is removed only for an earlier
    *kept* document it is verified-near to, recorded as ``duplicate_of``. Removals go to
    ``work/removed/<file>.parquet``; counts (candidates, verified, rejected) to
@@ -36,13 +38,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataproc.filter_stage import SplitOutputs, clear_split_outputs
+from dataproc.io.storage import Folder
 from dataproc.shards import read_batches
 from dataproc.stage import UNITS_DIR, UnitStage, UnitStats
-from dataproc.storage import Folder
 
 ROW_BITS = 40
 FILES_PER_KEY_RANGE = 4  # key ranges per band grow with the corpus: one per ~4 input files
-COUNTERS = ("candidates", "verified", "rejected", "capped", "repeat_pairs")
+EXACT_BLOCK_DOCS = 50_000  # documents shingled at once when settling pending pairs (two blocks in memory)
+COUNTERS = ("candidates", "verified", "rejected", "capped", "repeat_pairs", "pending", "exact_checked")
 
 
 def key_ranges(n_files: int) -> int:
@@ -95,7 +98,8 @@ class MinHashKeyer:
     """``bands`` LSH keys per document from a MinHash signature of word n-grams.
 
     ``threshold`` is the Jaccard similarity a candidate pair must reach to count as a
-    duplicate (estimated from the signatures, or exactly with ``verify="exact"``); when
+    duplicate; ``verify`` says how it is checked (:func:`~dataproc.dedup.verify.verify_bounds`:
+    ``hybrid`` exact Jaccard for estimates near the threshold, ``estimate``, ``exact``); when
     ``bands``/``rows`` are None they are derived from it by :func:`~dataproc.dedup.lsh.verified_lsh_params`
     (a pair at the threshold is a candidate with p >= 0.98).
     """
@@ -103,12 +107,13 @@ class MinHashKeyer:
     name = "minhash"
 
     def __init__(self, num_perm: int = 128, ngram: int = 5, seed: int = 1, bands: int | None = 18,
-                 rows: int | None = 7, threshold: float | None = 0.8, verify: str = "estimate",
+                 rows: int | None = 7, threshold: float | None = 0.8, verify: str = "hybrid",
                  max_checks: int = 32) -> None:
         from dataproc.dedup.lsh import lsh_params, verified_lsh_params
+        from dataproc.dedup.verify import VERIFY_MODES
 
-        if verify not in ("estimate", "exact"):
-            raise ValueError(f"verify must be 'estimate' or 'exact', got {verify!r}")
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"verify must be one of {', '.join(VERIFY_MODES)}, got {verify!r}")
         self.threshold = 0.8 if threshold is None else float(threshold)
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
@@ -158,10 +163,6 @@ class _DedupBase(UnitStage):
     def verifies(self) -> bool:
         return hasattr(self.keyer, "sketch")
 
-    @property
-    def exact(self) -> bool:
-        return self.verifies and getattr(self.keyer, "verify", "estimate") == "exact"
-
 
 class DedupKeys(_DedupBase):
     """Step 1: bucket keys, ids and (MinHash) signatures of every healthy document of one file."""
@@ -172,7 +173,7 @@ class DedupKeys(_DedupBase):
         return [f"keys-{i:05d}" for i in range(len(self.inputs))]
 
     def process(self, unit_index: int, unit: str) -> UnitStats:
-        keys, ids, ids_col, sigs, sh_vals, sh_lens, docs = [], [], [], [], [], [], 0
+        keys, ids, ids_col, sigs, docs = [], [], [], [], 0
         work = self.work  # one Folder (building one costs ~5 ms)
         # Only the text and id columns are needed to compute keys.
         columns = [self.read_options.get("text_column", "text"), self.read_options.get("id_column", "id")]
@@ -184,10 +185,6 @@ class DedupKeys(_DedupBase):
             if self.verifies:
                 k, ok, sg = self.keyer.sketch(b.good)
                 sigs.append(sg[ok])
-                if self.exact:
-                    vals, off = self.keyer.shingle_sets(b.good.filter(pa.array(ok)))
-                    sh_vals.append(vals)
-                    sh_lens.append(np.diff(off))
             else:
                 k, ok = self.keyer.keys(b.good)
             doc_ids = (np.int64(unit_index) << ROW_BITS) | b.rows
@@ -213,11 +210,6 @@ class DedupKeys(_DedupBase):
             work.save_npy(f"sigs/{unit_index:05d}.npy",
                                np.concatenate(sigs) if sigs else np.zeros((0, num_perm), np.uint32))
             work.save_npy(f"sigs/{unit_index:05d}-ids.npy", d)
-        if self.exact:
-            work.save_npy(f"shingles/{unit_index:05d}.npy",
-                               np.concatenate(sh_vals) if sh_vals else np.zeros(0, np.uint64))
-            lens = np.concatenate(sh_lens) if sh_lens else np.zeros(0, np.int64)
-            work.save_npy(f"shingles/{unit_index:05d}-off.npy", np.concatenate([[0], np.cumsum(lens)]))
         table = pa.Table.from_batches(ids_col) if ids_col else pa.table({"doc_id": pa.array([], pa.int64()),
                                                                            "id": pa.array([], pa.string())})
         _write_parquet(self.work, f"ids/{unit_index:05d}.parquet", table)
@@ -241,8 +233,9 @@ class DedupBuckets(_DedupBase):
         del parts
         keys, docs = np.ascontiguousarray(rows[:, 0]).view(np.uint64), np.ascontiguousarray(rows[:, 1])
         t0 = time.perf_counter()
+        pending = np.zeros((0, 3), np.int64)
         if self.verifies:
-            edges, counts = self._verified(keys, docs, band)
+            edges, pending, counts = self._verified(keys, docs, band)
         else:
             from dataproc.dedup.lsh import bucket_edges
 
@@ -250,33 +243,23 @@ class DedupBuckets(_DedupBase):
             edges = np.concatenate([star, np.ones((len(star), 1), np.int64)], axis=1)
             counts = {"candidates": len(star), "verified": len(star), "rejected": 0, "capped": 0, "repeat_pairs": 0}
         work.save_npy(f"edges/{unit}.npy", np.asarray(edges, dtype=np.int64).reshape(-1, 3))
+        work.save_npy(f"pending/{unit}.npy", pending)
         return UnitStats(extra={**counts, "edges": len(edges), "verify_s": round(time.perf_counter() - t0, 4)})
 
-    def _verified(self, keys: np.ndarray, docs: np.ndarray, band: int) -> tuple[np.ndarray, dict[str, int]]:
+    def _verified(self, keys: np.ndarray, docs: np.ndarray, band: int) -> tuple[np.ndarray, np.ndarray, dict]:
         from dataproc.dedup.verify import bucket_order, verify_buckets
 
         keys, docs, _ = bucket_order(keys, docs)
         work = self.work
         uniq, rows_of = np.unique(docs, return_inverse=True)
         sigs = np.zeros((len(uniq), self.keyer.num_perm), np.uint32)
-        vals, lens = [], np.zeros(len(uniq), np.int64)
         files = uniq >> ROW_BITS
         for f in np.unique(files).tolist():
             sel = np.flatnonzero(files == f)
             pos = np.searchsorted(_load(work, f"sigs/{f:05d}-ids.npy"), uniq[sel])
             sigs[sel] = _load(work, f"sigs/{f:05d}.npy")[pos]
-            if self.exact:
-                off = _load(work, f"shingles/{f:05d}-off.npy")
-                start, lens[sel] = off[pos], off[pos + 1] - off[pos]
-                idx = np.repeat(start - np.concatenate([[0], np.cumsum(lens[sel])[:-1]]), lens[sel])
-                vals.append(_load(work, f"shingles/{f:05d}.npy")[idx + np.arange(len(idx))])
-        shingles = None
-        if self.exact:
-            # ``vals`` was gathered file by file; rows of ``sigs`` are in doc order, files ascending.
-            shingles = (np.concatenate(vals) if vals else np.zeros(0, np.uint64),
-                        np.concatenate([[0], np.cumsum(lens)]).astype(np.int64))
         return verify_buckets(keys, docs, rows_of, sigs, band, self.keyer.rows, self.keyer.threshold,
-                              self.keyer.max_checks, shingles)
+                              self.keyer.max_checks, self.keyer.verify)
 
 
 class DedupClusters(_DedupBase):
@@ -293,7 +276,10 @@ class DedupClusters(_DedupBase):
         buckets = DedupBuckets(self._inputs_spec, self.output_dir, self.keyer).units()
         work = self.work
         edges = [work.load_npy(f"edges/{u}.npy") for u in buckets]
-        all_edges = np.concatenate(edges) if edges else np.zeros((0, 3), np.int64)
+        t0 = time.perf_counter()
+        exact_edges, checked = self._settle_pending(buckets)
+        exact_s = time.perf_counter() - t0
+        all_edges = np.concatenate([*edges, exact_edges]) if edges else exact_edges
         doc, rep, equal = greedy_keep(all_edges)
         files = doc >> ROW_BITS
         for f in range(len(self.inputs)):
@@ -309,12 +295,80 @@ class DedupClusters(_DedupBase):
             extra = self.out.read_json(f"{UNITS_DIR}/{u}.json").get("extra", {})
             for k in totals:
                 totals[k] += extra.get(k, 0)
-        totals["verify_s"] = round(totals["verify_s"], 3)
+        totals["verify_s"] = round(totals["verify_s"] + exact_s, 3)
+        # Pending pairs were neither verified nor rejected by their bucket: their exact value decides.
+        totals["exact_checked"] = checked
+        totals["verified"] += len(exact_edges)
+        totals["rejected"] += checked - len(exact_edges)
         info = {"clusters": len(sizes), "removed": len(doc), "cluster_size_histogram":
                 {str(k): v for k, v in hist.items()}, "threshold": getattr(self.keyer, "threshold", 1.0),
                 "verify": getattr(self.keyer, "verify", "exact_key"), **totals}
         self.work.write_json("clusters.json", info)
         return UnitStats(extra={"clusters": len(sizes), "duplicates": len(doc)})
+
+    def _settle_pending(self, buckets: list[str]) -> tuple[np.ndarray, int]:
+        """``(edges, #pairs checked)``: the bucket units' pending pairs whose exact Jaccard >= threshold.
+
+        Only the documents in pending pairs are read and shingled again, in blocks of at most
+        ``EXACT_BLOCK_DOCS`` documents (doc-id order), two blocks in memory at a time: the pairs
+        between a later block and an earlier one are settled with both loaded (an earlier block is
+        read again for each later block that needs it).
+        """
+        from dataproc.dedup.verify import exact_jaccard_pairs
+
+        work = self.work
+        parts = [work.load_npy(f"pending/{u}.npy") for u in buckets if work.exists(f"pending/{u}.npy")]
+        pend = np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
+        del parts
+        if len(pend) == 0:
+            return np.zeros((0, 3), np.int64), 0
+        pend = pend[np.lexsort((pend[:, 1], pend[:, 0]))]
+        keep = np.ones(len(pend), bool)
+        keep[1:] = np.any(pend[1:, :2] != pend[:-1, :2], axis=1)
+        pend = pend[keep]
+        need = np.unique(pend[:, :2])
+        block_of = np.searchsorted(need, pend[:, :2]) // EXACT_BLOCK_DOCS  # (src block, dst block)
+        jac = np.zeros(len(pend))
+        for i in range(int(block_of[:, 0].max()) + 1):
+            mine = block_of[:, 0] == i
+            if not mine.any():
+                continue
+            lo = i * EXACT_BLOCK_DOCS
+            src = self._shingle_block(need[lo:lo + EXACT_BLOCK_DOCS])
+            for j in np.unique(block_of[mine, 1]).tolist():
+                sel = np.flatnonzero(mine & (block_of[:, 1] == j))
+                lo_j = j * EXACT_BLOCK_DOCS
+                dst = src if j == i else self._shingle_block(need[lo_j:lo_j + EXACT_BLOCK_DOCS])
+                a = np.searchsorted(need, pend[sel, 0]) - lo
+                b = np.searchsorted(need, pend[sel, 1]) - lo_j
+                jac[sel] = exact_jaccard_pairs(*src, a, b, dst)
+                del dst
+        ok = jac >= self.keyer.threshold
+        edges = pend[ok].copy()
+        # The exact value orders a document's candidate representatives like the estimate would.
+        edges[:, 2] = np.round(jac[ok] * self.keyer.num_perm).astype(np.int64)
+        return edges, len(pend)
+
+    def _shingle_block(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """CSR of the 32-bit shingle keys of ``docs`` (sorted doc ids), read from their input files."""
+        from dataproc.dedup.verify import top32_sets
+
+        vals, lens = [], np.zeros(len(docs), np.int64)
+        files = docs >> ROW_BITS
+        columns = [self.read_options.get("text_column", "text"), self.read_options.get("id_column", "id")]
+        for f in np.unique(files).tolist():
+            sel = np.flatnonzero(files == f)
+            rows = docs[sel] & ((1 << ROW_BITS) - 1)
+            for b in read_batches(self.inputs[f], columns=columns, **self.read_options):
+                hit = np.flatnonzero(np.isin(b.rows, rows))
+                if len(hit) == 0:
+                    continue
+                # 32-bit keys (what the permutations see): half the memory of the 64-bit shingle hashes
+                v, off = top32_sets(*self.keyer.shingle_sets(b.good.take(pa.array(hit))))
+                lens[sel[np.searchsorted(rows, b.rows[hit])]] = np.diff(off)
+                vals.append(v)
+        # ``docs`` is sorted and files and rows arrive in order, so the runs are already in ``docs`` order.
+        return (np.concatenate(vals) if vals else np.zeros(0, np.uint32)), np.concatenate([[0], np.cumsum(lens)])
 
     def _ids_of(self, doc_ids: np.ndarray) -> pa.Array:
         """The ``id`` strings of ``doc_ids``, reading only the id files that hold them."""

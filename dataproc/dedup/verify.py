@@ -1,9 +1,20 @@
 """Candidate verification and chain-free clustering of near-duplicates.
 
 LSH buckets only propose pairs. :func:`verify_buckets` turns one band's buckets into
-candidate pairs and keeps a pair only if the full signatures agree in at least
-``threshold * num_perm`` slots (the unbiased Jaccard estimate), or, with exact
-verification, if the exact Jaccard of the two shingle-hash sets reaches the threshold.
+candidate pairs and sorts each by how many of the ``num_perm`` signature slots agree (the
+unbiased Jaccard estimate is ``equal / num_perm``, standard error ``sqrt(t(1-t)/num_perm)``):
+
+* ``accept_equal <= equal``: a verified edge;
+* ``pending_equal <= equal < accept_equal``: *pending*, settled later by the exact Jaccard of
+  the two documents' shingle sets (:func:`exact_jaccard_pairs`; only the documents of pending
+  pairs are shingled again);
+* otherwise rejected.
+
+:func:`verify_bounds` sets the two bounds per mode: ``estimate`` (nothing pending: the estimate
+alone decides), ``hybrid`` (the default: estimates within ``HYBRID_SE`` standard errors of the
+threshold, on either side, are checked exactly, so a pair at J = t is accepted instead of passing a
+coin flip, and a pair at J < t is not accepted on a lucky estimate; only clear estimates decide
+alone) and ``exact`` (every pair with an estimate above ``0.75 t`` is decided by the exact value).
 
 Pairs: in a bucket sorted by doc id, every member is checked against the earlier members,
 earliest first, at most ``max_checks`` of them (buckets of thousands of copies stay linear;
@@ -25,37 +36,56 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
-def _exact_jaccard(vals: np.ndarray, off: np.ndarray, a: int, b: int) -> float:
-    """Jaccard of two sorted, unique uint64 runs of the CSR ``(vals, off)``."""
-    i, ie, j, je = off[a], off[a + 1], off[b], off[b + 1]
+def _exact_jaccard(va: np.ndarray, oa: np.ndarray, a: int, vb: np.ndarray, ob: np.ndarray, b: int) -> float:
+    """Jaccard of row ``a`` of the CSR ``(va, oa)`` and row ``b`` of ``(vb, ob)``: sorted, unique runs."""
+    i, ie, j, je = oa[a], oa[a + 1], ob[b], ob[b + 1]
     na, nb = ie - i, je - j
     if na + nb == 0:
         return 1.0
     common = 0
     while i < ie and j < je:
-        if vals[i] == vals[j]:
+        if va[i] == vb[j]:
             common += 1
             i += 1
             j += 1
-        elif vals[i] < vals[j]:
+        elif va[i] < vb[j]:
             i += 1
         else:
             j += 1
     return common / (na + nb - common)
 
 
+HYBRID_SE = 3.0  # hybrid: estimates within this many standard errors of the threshold go to exact
+VERIFY_MODES = ("hybrid", "estimate", "exact")
+
+
+def verify_bounds(threshold: float, num_perm: int, mode: str = "hybrid") -> tuple[int, int]:
+    """``(accept_equal, pending_equal)``: equal-slot counts to accept a pair, and to check it exactly."""
+    if mode not in VERIFY_MODES:
+        raise ValueError(f"verify must be one of {', '.join(VERIFY_MODES)}, got {mode!r}")
+    accept = int(np.ceil(threshold * num_perm - 1e-9))
+    if mode == "estimate":
+        return accept, accept
+    if mode == "exact":  # estimates far below the threshold need no exact check
+        return num_perm + 1, int(np.ceil(0.75 * accept))
+    se = np.sqrt(threshold * (1 - threshold) / num_perm)
+    return (min(num_perm, int(np.ceil((threshold + HYBRID_SE * se) * num_perm))),
+            max(1, int(np.floor((threshold - HYBRID_SE * se) * num_perm))))
+
+
 @numba.njit(cache=True, nogil=True)
 def _verify(keys: np.ndarray, docs: np.ndarray, rows_of: np.ndarray, sigs: np.ndarray, band: int, rows: int,
-            min_equal: int, max_checks: int, exact: bool, vals: np.ndarray, off: np.ndarray, threshold: float,
-            out: np.ndarray, counts: np.ndarray) -> int:
-    """Verify the pairs of the buckets of ``keys`` (sorted by key, then doc); return #edges.
+            accept_equal: int, pending_equal: int, max_checks: int, out: np.ndarray, pend: np.ndarray,
+            counts: np.ndarray) -> tuple[int, int]:
+    """Verify the pairs of the buckets of ``keys`` (sorted by key, then doc); return (#edges, #pending).
 
-    ``rows_of[i]`` is the row of ``sigs`` (and of ``off``) holding document ``docs[i]``.
-    ``counts`` gets [candidates, verified, rejected, capped, seen_in_earlier_band].
+    ``rows_of[i]`` is the row of ``sigs`` holding document ``docs[i]``. ``counts`` gets
+    [candidates, verified, rejected, capped, seen_in_earlier_band, pending].
     """
     n = keys.shape[0]
     num_perm = sigs.shape[1]
     ne = 0
+    npend = 0
     s = 0
     while s < n:
         e = s + 1
@@ -90,19 +120,45 @@ def _verify(keys: np.ndarray, docs: np.ndarray, rows_of: np.ndarray, sigs: np.nd
                     counts[4] += 1
                     continue
                 counts[0] += 1
-                ok = equal >= min_equal
-                if exact and equal * 4 >= min_equal * 3:  # estimate far below: no exact needed
-                    ok = _exact_jaccard(vals, off, ra, rb) >= threshold
-                if ok:
+                if equal >= accept_equal:
                     out[ne, 0] = docs[p]
                     out[ne, 1] = docs[q]
                     out[ne, 2] = equal
                     ne += 1
                     counts[1] += 1
+                elif equal >= pending_equal:
+                    pend[npend, 0] = docs[p]
+                    pend[npend, 1] = docs[q]
+                    pend[npend, 2] = equal
+                    npend += 1
+                    counts[5] += 1
                 else:
                     counts[2] += 1
         s = e
-    return ne
+    return ne, npend
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairs_jaccard(va: np.ndarray, oa: np.ndarray, a: np.ndarray, vb: np.ndarray, ob: np.ndarray,
+                   b: np.ndarray) -> np.ndarray:
+    out = np.empty(a.shape[0], np.float64)
+    for i in range(a.shape[0]):
+        out[i] = _exact_jaccard(va, oa, a[i], vb, ob, b[i])
+    return out
+
+
+def exact_jaccard_pairs(vals: np.ndarray, off: np.ndarray, a: np.ndarray, b: np.ndarray,
+                        other: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Exact Jaccard of rows ``a[i]`` and ``b[i]`` of CSRs of sorted unique shingle keys.
+
+    Row ``a[i]`` is in ``(vals, off)``; row ``b[i]`` in ``other`` (default: the same CSR).
+    """
+    vb, ob = other if other is not None else (vals, off)
+    if vb.dtype != vals.dtype:
+        raise ValueError(f"both CSRs need one key type, got {vals.dtype} and {vb.dtype}")
+    return _pairs_jaccard(np.ascontiguousarray(vals), np.ascontiguousarray(off, np.int64),
+                          np.ascontiguousarray(a, np.int64), np.ascontiguousarray(vb),
+                          np.ascontiguousarray(ob, np.int64), np.ascontiguousarray(b, np.int64))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -118,6 +174,30 @@ def _sorted_sets(vals: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndar
                 n += 1
         out_off[d + 1] = n
     return out[:n].copy(), out_off
+
+
+@numba.njit(cache=True, nogil=True)
+def _top32(vals: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    out = np.empty(vals.shape[0], np.uint32)
+    out_off = np.zeros_like(off)
+    n = 0
+    for d in range(off.shape[0] - 1):
+        first = n
+        for i in range(off[d], off[d + 1]):
+            x = np.uint32(vals[i] >> np.uint64(32))
+            if n == first or out[n - 1] != x:
+                out[n] = x
+                n += 1
+        out_off[d + 1] = n
+    return out[:n].copy(), out_off
+
+
+def top32_sets(vals: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique 64-bit shingle hashes (CSR) → their top 32 bits, still sorted and unique.
+
+    These are the keys the MinHash permutations see (``x = s >> 32``), at half the memory.
+    """
+    return _top32(np.ascontiguousarray(vals, np.uint64), np.ascontiguousarray(off, np.int64))
 
 
 def sorted_sets(vals: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,28 +220,26 @@ def bucket_order(keys: np.ndarray, doc_ids: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def verify_buckets(keys: np.ndarray, docs: np.ndarray, rows_of: np.ndarray, sigs: np.ndarray, band: int,
-                   rows: int, threshold: float, max_checks: int = 32,
-                   shingles: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, int]]:
-    """Verified edges ``(e, 3)`` int64 ``(doc, earlier doc, equal slots)`` of one band's buckets.
+                   rows: int, threshold: float, max_checks: int = 32, mode: str = "estimate",
+                   ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """``(edges, pending, counts)`` of one band's buckets, each ``(e, 3)`` int64 ``(doc, earlier doc, equal slots)``.
 
     ``keys``/``docs`` come from :func:`bucket_order`; ``sigs[rows_of[i]]`` is the signature of
-    ``docs[i]``. With ``shingles`` (CSR of sorted unique shingle hashes, rows like ``sigs``),
-    a pair is kept when its exact Jaccard is >= ``threshold``; else when its estimate is.
+    ``docs[i]``. ``mode`` sets the bounds of :func:`verify_bounds`; ``pending`` pairs still need
+    their exact Jaccard (:func:`exact_jaccard_pairs`) to become edges.
     """
-    num_perm = sigs.shape[1]
-    min_equal = int(np.ceil(threshold * num_perm - 1e-9))
+    accept_equal, pending_equal = verify_bounds(threshold, sigs.shape[1], mode)
     # Member p of a bucket (0-based) is checked against min(p, max_checks) earlier members.
     m = np.unique(keys, return_counts=True)[1].astype(np.int64) if len(keys) else np.zeros(0, np.int64)
     small = np.minimum(m - 1, max_checks)
     bound = int(np.sum(small * (small + 1) // 2 + np.maximum(m - 1 - max_checks, 0) * max_checks))
     out = np.empty((bound, 3), dtype=np.int64)
-    counts = np.zeros(5, dtype=np.int64)
-    exact = shingles is not None
-    vals, off = shingles if exact else (np.zeros(0, np.uint64), np.zeros(1, np.int64))
-    ne = _verify(keys.view(np.uint64), docs, rows_of.astype(np.int64), sigs, band, rows, min_equal, max_checks,
-                 exact, vals, off, float(threshold), out, counts)
-    names = ("candidates", "verified", "rejected", "capped", "repeat_pairs")
-    return out[:ne], dict(zip(names, counts.tolist(), strict=True))
+    pend = np.empty((bound if pending_equal < accept_equal else 0, 3), dtype=np.int64)
+    counts = np.zeros(6, dtype=np.int64)
+    ne, npend = _verify(keys.view(np.uint64), docs, rows_of.astype(np.int64), sigs, band, rows, accept_equal,
+                        pending_equal, max_checks, out, pend, counts)
+    names = ("candidates", "verified", "rejected", "capped", "repeat_pairs", "pending")
+    return out[:ne], pend[:npend], dict(zip(names, counts.tolist(), strict=True))
 
 
 @numba.njit(cache=True, nogil=True)

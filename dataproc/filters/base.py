@@ -2,7 +2,7 @@
 
 A filter looks at a whole Arrow batch at once and answers, per document, keep or drop and
 why. Filters never loop over documents in Python on the hot path: they use compiled kernels
-over :func:`dataproc.textbuf.text_buffers`, numpy, polars or pyarrow compute.
+over :func:`dataproc.text.buffers.text_buffers`, numpy, polars or pyarrow compute.
 """
 
 from __future__ import annotations
@@ -57,3 +57,8 @@ def decisions(keep: np.ndarray, reason: np.ndarray, reasons: tuple[str, ...]) ->
     keep = np.asarray(keep, dtype=bool)
     reason = np.where(keep, -1, np.asarray(reason)).astype(np.int16)
     return FilterOutput(keep=keep, reason=reason, reasons=tuple(reasons))
+
+
+def threshold_or_off(x: float | None) -> float:
+    """datatrove skips a check whose threshold is falsy (None or 0): encode that as -1."""
+    return float(x) if x else -1.0

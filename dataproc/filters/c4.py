@@ -18,9 +18,9 @@ import pyarrow as pa
 from numba import njit
 
 from dataproc.filters.base import FilterOutput, decisions
-from dataproc.filters.spacy_en import DECIMAL, LINE_BREAK, WS
-from dataproc.filters.words import count_sentences, decode_utf8, tables, word_scratch
-from dataproc.textbuf import text_buffers
+from dataproc.text.buffers import text_buffers
+from dataproc.text.spacy_en import DECIMAL, LINE_BREAK, WS
+from dataproc.text.words import count_sentences, decode_utf8, tables, word_scratch
 
 _LOREM = "lorem ipsum"
 _JAVASCRIPT = "javascript"

@@ -3,7 +3,7 @@
 
 Over the non-blank ``"\\n"``-separated lines: too few ending in terminal punctuation, too many
 short lines, too many characters in duplicated lines, or too many newlines per word (words
-from :mod:`dataproc.filters.words`, i.e. spaCy's English tokenizer). The word count, the
+from :mod:`dataproc.text.words`, i.e. spaCy's English tokenizer). The word count, the
 expensive part, is only computed for documents that pass the three line checks.
 """
 
@@ -17,10 +17,10 @@ from datatrove.utils.text import TERMINAL_PUNCTUATION
 from numba import njit
 
 from dataproc.filters.base import FilterOutput, decisions
-from dataproc.filters.gopher import hash_span, set_add, table_mask
-from dataproc.filters.spacy_en import WS
-from dataproc.filters.words import decode_utf8, tables, tokenize_words, word_scratch
-from dataproc.textbuf import text_buffers
+from dataproc.text.buffers import text_buffers
+from dataproc.text.hashtable import hash_span, set_add, table_mask
+from dataproc.text.spacy_en import WS
+from dataproc.text.words import decode_utf8, tables, tokenize_words, word_scratch
 
 _NL = 10
 

@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from dataproc.errors import ConfigError
 from dataproc.filters.base import FilterOutput, decisions
 from dataproc.filters.langid import fasttext_lines, load_fasttext, predict_label_score
 
@@ -238,8 +239,9 @@ class HarmfulContentFilter:
                     self._label = label
                     break
             else:
-                raise ValueError(
-                    f"classifier label {self.classifier_label!r} is not one of the model's labels {sorted(labels)}"
+                raise ConfigError(
+                    "filters.harmful.classifier_label",
+                    f"{self.classifier_label!r} is not one of the model's labels {sorted(labels)}",
                 )
             self._classifier = model
         return self._classifier

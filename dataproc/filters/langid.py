@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataproc.filters.base import FilterOutput, decisions
-from dataproc.textbuf import text_buffers
+from dataproc.text.buffers import text_buffers
 
 LID_MODEL_ENV = "DATAPROC_LID_MODEL"
 LID_MODEL_FILE = "lid.176.ftz"

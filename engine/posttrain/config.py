@@ -2,8 +2,10 @@
 ``grpo`` and ``reward`` (a Python reward function for GRPO/RLOO).
 
 Same YAML → typed dataclasses → dotted overrides → validation naming the bad key as pretraining
-(``engine.config``), so one config system serves every stage. ``data.prefix`` is unused here: the
-stage's rows come from ``dataset.train`` (Parquet or JSONL). ``checkpoint.load`` is the previous stage.
+(``engine.config`` over ``llmstack.config``), so one config system serves every stage. ``checkpoint.load``
+is the previous stage. Keys a stage inherits but never reads are rejected when set (``UNREAD``): no
+stage reads ``data.*`` (its rows come from ``dataset.train``), and the rollout stages (PPO, GRPO) neither
+resume, evaluate on a split nor save periodically.
 """
 
 from __future__ import annotations
@@ -16,13 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config import (
+    CheckpointConfig,
     ConfigError,
+    DataConfig,
     PretrainConfig,
+    TrainConfig,
     _build,
     config_tree,
     resolve_tokenizer,
     validate,
 )
+from llmstack.config import field_default, reject_unread
 
 
 @dataclass
@@ -85,7 +91,6 @@ class PPOConfig:
     value_clip: float = 0.2
     critic_lr: float | None = None  # default optim.lr
     whiten_advantages: bool = True
-    log_every: int = 1
 
 
 @dataclass
@@ -104,7 +109,7 @@ class GRPOConfig:
 
 @dataclass
 class RewardFnConfig:
-    fn: str = ""  # "module:function(prompt: str, answer: str) -> float", e.g. engine.posttrain.sorting_task:score
+    fn: str = ""  # "module:function(prompt: str, answer: str) -> float", e.g. examples.sorting.task:score
 
 
 @dataclass
@@ -120,11 +125,23 @@ class PosttrainConfig(PretrainConfig):
 
 PAIR_STAGES = ("reward", "dpo")
 
+# key → the value the stage behaves as if it had: setting anything else is a ConfigError
+_NO_DATA = {f"data.{k}": field_default(DataConfig, k) for k in ("prefix", "weights", "split", "cache_dir", "seed")}
+_ROLLOUT = {**_NO_DATA, "checkpoint.resume": False,
+            "checkpoint.save_every": field_default(CheckpointConfig, "save_every"),
+            "checkpoint.keep_last": field_default(CheckpointConfig, "keep_last"),
+            "train.eval_every": field_default(TrainConfig, "eval_every"),
+            "train.eval_batches": field_default(TrainConfig, "eval_batches")}
+UNREAD: dict[str, dict[str, object]] = {"sft": _NO_DATA, "reward": _NO_DATA, "dpo": _NO_DATA,
+                                        "ppo": _ROLLOUT, "grpo": _ROLLOUT}
+
 
 def load_posttrain_config(stage: str, path: str | Path | None = None, overrides: list[str] | None = None,
                           world_size: int | None = None) -> PosttrainConfig:
     """Read a stage's YAML, apply ``key.sub=value`` overrides, validate (``ConfigError`` names the key)."""
-    cfg = _build(PosttrainConfig, config_tree(path, overrides))
+    tree = config_tree(path, overrides)
+    reject_unread(tree, stage, UNREAD.get(stage, {}))
+    cfg = _build(PosttrainConfig, tree)
     if world_size is None:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if not cfg.tokenizer.path:
@@ -182,7 +199,7 @@ def load_reward_fn(spec: str) -> Callable[[str, str], float]:
     """``module:function`` → the callable; ``ConfigError`` naming ``reward.fn`` when it is not one."""
     module, _, name = spec.partition(":")
     if not module or not name:
-        raise ConfigError("reward.fn", f"write it as module:function (e.g. engine.posttrain.sorting_task:score), "
+        raise ConfigError("reward.fn", f"write it as module:function (e.g. examples.sorting.task:score), "
                           f"got {spec!r}")
     try:
         fn = getattr(importlib.import_module(module), name)

@@ -18,11 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dataproc.filters import spacy_en
-from dataproc.filters.c4 import C4Quality
-from dataproc.filters.fineweb import FineWebQuality
-from dataproc.filters.gopher import GopherQuality, GopherRepetition
-from dataproc.filters.words import sentence_count, split_words
+from dataproc.filters import filter_class
+from dataproc.text import spacy_en
+from dataproc.text.words import sentence_count, split_words
 
 pytest.importorskip("spacy")
 datatrove_filters = pytest.importorskip("datatrove.pipeline.filters")
@@ -77,12 +75,7 @@ def peer(sample):
     return results, words
 
 
-OURS = {
-    "gopher_repetition": GopherRepetition,
-    "gopher_quality": GopherQuality,
-    "fineweb_quality": FineWebQuality,
-    "c4_quality": C4Quality,
-}
+OURS = {name: filter_class(name) for name in ("gopher_repetition", "gopher_quality", "fineweb_quality", "c4_quality")}
 
 
 def test_sample_covers_all_sources_and_translations(sample):

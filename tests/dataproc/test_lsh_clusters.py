@@ -4,7 +4,6 @@ quality against exact Jaccard on real documents."""
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict, deque
 
 import numpy as np
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 from dataproc.dedup.clusters import connected_components
 from dataproc.dedup.lsh import band_keys, bucket_edges, candidate_edges, lsh_params, verified_lsh_params
 from dataproc.dedup.minhash import MinHasher
-from dataproc.dedup.verify import bucket_order, greedy_keep, verify_buckets
+from dataproc.dedup.verify import bucket_order, greedy_keep, verify_bounds, verify_buckets
 from tests.dataproc import shingle_ref as ref
 
 # ------------------------------------------------------------------------ lsh_params
@@ -206,8 +205,9 @@ def test_greedy_keep_does_not_chain() -> None:
     assert doc.tolist() == [1] and dup.tolist() == [0]
 
 
-@pytest.mark.parametrize("max_checks", [1, 3, 32])
-def test_verify_buckets_match_brute_force(max_checks: int) -> None:
+@pytest.mark.parametrize(("max_checks", "mode"), [(1, "estimate"), (3, "estimate"), (32, "estimate"),
+                                                   (32, "hybrid"), (32, "exact")])
+def test_verify_buckets_match_brute_force(max_checks: int, mode: str) -> None:
     rng = np.random.default_rng(0)
     n, bands, rows = 300, 8, 4
     base = rng.integers(0, 50, size=(40, bands * rows), dtype=np.uint32)
@@ -216,15 +216,21 @@ def test_verify_buckets_match_brute_force(max_checks: int) -> None:
     sigs[flip] = rng.integers(0, 50, int(flip.sum()), dtype=np.uint32)
     docs = np.arange(n, dtype=np.int64)
     keys = band_keys(sigs, bands, rows)
-    got, want = set(), set()
-    total = dict.fromkeys(("candidates", "verified", "rejected", "capped", "repeat_pairs"), 0)
+    got, got_pending, want, want_pending = set(), set(), set(), set()
+    total = dict.fromkeys(("candidates", "verified", "rejected", "capped", "repeat_pairs", "pending"), 0)
     for b in range(bands):
         k, d, pos = bucket_order(keys[:, b], docs)
-        edges, counts = verify_buckets(k, d, pos, sigs, b, rows, 0.8, max_checks)
+        edges, pending, counts = verify_buckets(k, d, pos, sigs, b, rows, 0.8, max_checks, mode)
         got |= set(map(tuple, edges.tolist()))
+        got_pending |= set(map(tuple, pending.tolist()))
         total = {c: total[c] + counts[c] for c in total}
     # Each pair is verified in one band only: no edge twice, and the counts add up.
-    assert total["candidates"] == total["verified"] + total["rejected"] and total["verified"] == len(got)
+    assert total["candidates"] == total["verified"] + total["rejected"] + total["pending"]
+    assert total["verified"] == len(got) and total["pending"] == len(got_pending)
+    # Bounds in equal slots of 32: estimate accepts at ceil(0.8 * 32) = 26; hybrid checks exactly within 3 SE
+    # of 0.8 (sqrt(0.16 / 32) = 0.0707: 0.588 -> 18 slots up to 1.01 -> all 32); exact checks from 0.75 * 26.
+    accept, pend = {"estimate": (26, 26), "hybrid": (32, 18), "exact": (33, 20)}[mode]
+    assert verify_bounds(0.8, bands * rows, mode) == (accept, pend)
     if max_checks == 32:  # buckets here are smaller: every pair sharing a band is checked once
         assert total["capped"] == 0
         for i in range(n):
@@ -232,9 +238,11 @@ def test_verify_buckets_match_brute_force(max_checks: int) -> None:
                 shared = any(np.array_equal(sigs[i, b * rows:(b + 1) * rows], sigs[j, b * rows:(b + 1) * rows])
                              for b in range(bands))
                 eq = int(np.sum(sigs[i] == sigs[j]))
-                if shared and eq >= math.ceil(0.8 * bands * rows):
+                if shared and eq >= accept:
                     want.add((i, j, eq))
-        assert got == want
+                elif shared and eq >= pend:
+                    want_pending.add((i, j, eq))
+        assert got == want and got_pending == want_pending
     else:
         assert total["capped"] > 0 and got <= {(i, j, int(np.sum(sigs[i] == sigs[j]))) for i, j, _ in got}
 
@@ -338,3 +346,23 @@ def test_empty_documents_never_become_duplicates() -> None:
     sigs = MinHasher().signatures(texts)
     edges = candidate_edges(sigs, np.arange(len(texts), dtype=np.int64), 14, 8)
     assert edges.size == 0
+
+
+def test_exact_jaccard_pairs_match_python_sets() -> None:
+    """The exact check of borderline pairs: 32-bit keys of the shingle hashes, Jaccard as Python sets."""
+    from dataproc.dedup.minhash import MinHasher
+    from dataproc.dedup.verify import exact_jaccard_pairs, sorted_sets, top32_sets
+
+    rng = np.random.default_rng(1)
+    words = [f"w{i}" for i in range(60)]
+    base = [" ".join(rng.choice(words, 80)) for _ in range(6)]
+    texts = base + [t.replace("w1 ", "w2 ", 3) for t in base] + ["", "one two"]
+    vals, off = top32_sets(*sorted_sets(*MinHasher(num_perm=1).shingle_hashes(texts)))
+    assert vals.dtype == np.uint32
+    sets = [set((h >> 32) for h in MinHasher(num_perm=1).shingle_hashes([t])[0].tolist()) for t in texts]
+    a, b = np.array([0, 0, 1, 12, 13, 6]), np.array([6, 1, 7, 12, 0, 0])
+    got = exact_jaccard_pairs(vals, off, a, b)
+    for i, j, g in zip(a.tolist(), b.tolist(), got.tolist(), strict=True):
+        u = sets[i] | sets[j]
+        assert g == pytest.approx(len(sets[i] & sets[j]) / len(u) if u else 1.0)
+    assert [off[k + 1] - off[k] for k in range(len(texts))] == [len(x) for x in sets]

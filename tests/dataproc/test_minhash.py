@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataproc.dedup._words import code_point_class, fold_code_point
 from dataproc.dedup.minhash import MinHasher
+from dataproc.text.word_hashes import code_point_class, fold_code_point
 from tests.dataproc import shingle_ref as ref
 
 EMPTY = np.uint32(0xFFFFFFFF)
@@ -58,7 +58,7 @@ def test_list_arrow_polars_inputs_agree() -> None:
         np.testing.assert_array_equal(mh.signatures(arr), want)
     np.testing.assert_array_equal(mh.signatures(pl.Series(TEXTS)), want)
     np.testing.assert_array_equal(mh.signatures(tuple(TEXTS)), want)
-    from dataproc.textbuf import text_buffers
+    from dataproc.text.buffers import text_buffers
 
     np.testing.assert_array_equal(mh.signatures_from_buffers(*text_buffers(pa.array(TEXTS))), want)
 

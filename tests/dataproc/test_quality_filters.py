@@ -13,7 +13,7 @@ import pytest
 
 from dataproc.filters import C4Quality, FineWebQuality, GopherQuality, GopherRepetition
 from dataproc.filters.base import BatchFilter
-from dataproc.filters.words import sentence_count, split_words
+from dataproc.text.words import sentence_count, split_words
 
 PARA = (
     "The quick brown fox jumps over the lazy dog, and that is the end of the story for now. "

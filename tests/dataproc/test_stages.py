@@ -18,9 +18,9 @@ import pytest
 
 from dataproc.dedup.stages import DedupKeys
 from dataproc.filters.base import FilterOutput, decisions
+from dataproc.io.storage import Folder
 from dataproc.pipeline import run_dedup, run_filter
 from dataproc.shards import resolve_inputs
-from dataproc.storage import Folder
 
 
 class ShortDocs:

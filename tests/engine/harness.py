@@ -33,8 +33,12 @@ def env() -> dict[str, str]:
 
 def torchrun(nproc: int, script: str | Path, args: list[str], timeout: int = 600,
              check: bool = True) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node nproc SCRIPT args`` from the repo root; ``script`` is a file path, or a
+    module name (``engine.stages.pretrain``) run as ``torchrun -m``."""
+    target = ["-m", script] if isinstance(script, str) and not script.endswith(".py") and "/" not in script \
+        else [str(script)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-           "--master-port", str(_free_port()), str(script), *args]
+           "--master-port", str(_free_port()), *target, *args]
     proc = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"

@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
@@ -31,7 +30,7 @@ def main() -> None:
 
     from engine.config import load_config
     from engine.model import unwrap
-    from engine.pretrain import build_run
+    from engine.stages.pretrain import build_run
     from llmkernels import dispatch
 
     spec = json.loads(Path(sys.argv[1]).read_text())

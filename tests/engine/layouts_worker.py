@@ -14,12 +14,10 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 
 def _run(base: list[str], extra: list[str]):
     from engine.config import load_config
-    from engine.pretrain import build_run
+    from engine.stages.pretrain import build_run
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs/pretrain/tiny_cpu.yaml", base + extra)
     return build_run(cfg, resume=False)

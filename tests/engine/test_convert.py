@@ -5,7 +5,7 @@ tokenizer of 15 ids is built locally (no network). Logits are compared in fp32 w
 ``TOL`` = 1e-4 (measured ≤ 4e-6: the same fp32 arithmetic in a different order). The
 checkpoints are loaded by the engine at TP=1 in this process and at TP=2 and PP=2 in one 2-rank torchrun
 launch (``convert_worker.py``), which also saves TP=2-sharded weights for export; a 2-step PP=2
-``engine/pretrain.py`` run is exported through its ``run.json``.
+pretraining run is exported through its ``run.json``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _hf_model(path: Path, tie: bool = False, dtype: torch.dtype = torch.float32,
     """A random Llama with O(1) logits (wide init, perturbed norms) and the char tokenizer, saved to ``path``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from engine.posttrain.sorting_task import char_tokenizer
+    from examples.sorting.task import char_tokenizer
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=192, num_hidden_layers=4,
@@ -190,12 +190,13 @@ def test_tp2_and_pp2_load_and_tp2_saved_checkpoint_exports(hf, imported, tmp_pat
 
 
 def test_export_pretrain_run_under_pp2(token_data, tmp_path):
-    """A 2-step PP=2 ``engine/pretrain.py`` run exports from its run directory (config from run.json)."""
+    """A 2-step PP=2 pretraining run (``torchrun -m engine.stages.pretrain``) exports from its run directory
+    (config from run.json)."""
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
 
     run = tmp_path / "run"
-    torchrun(2, ROOT / "engine" / "pretrain.py",
+    torchrun(2, "engine.stages.pretrain",
              ["--config", str(TINY), *data_overrides(token_data), f"train.run_dir={run}", "parallel.pp=2",
               *SMALL_RUN], timeout=300)
     out = tmp_path / "hf"
@@ -249,4 +250,4 @@ def test_help_shows_examples(capsys):
         with pytest.raises(SystemExit) as exc:
             _convert(*args, "--help")
         assert exc.value.code == 0
-        assert "engine/convert.py import --hf" in capsys.readouterr().out
+        assert "python -m engine.convert import --hf" in capsys.readouterr().out

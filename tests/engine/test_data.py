@@ -36,7 +36,7 @@ def test_blend_file_trains_through_megatron_blended_dataset(token_data, tmp_path
 
     from dataproc.blend import write_blend
     from engine.config import ConfigError, load_config
-    from engine.pretrain import build_run
+    from engine.stages.pretrain import build_run
 
     a = _copy_prefix(token_data.prefix, tmp_path / "a")
     b = _copy_prefix(token_data.prefix, tmp_path / "b")

@@ -109,7 +109,7 @@ def test_checkpoints_interchange(token_data, tmp_path, direction):
     from engine import checkpoint
     from engine.config import load_config
     from engine.model import unwrap
-    from engine.pretrain import build_run
+    from engine.stages.pretrain import build_run
 
     def run(on: tuple[str, ...], seed: int):
         cfg = load_config(TINY, [*data_overrides(token_data), f"train.run_dir={tmp_path / str(seed)}", *SMALL,

@@ -29,7 +29,7 @@ def baseline(token_data, tmp_path_factory):
     """Single-rank curve, eval loss, and the initial weights as a TP=1 checkpoint."""
     from engine import checkpoint
     from engine.config import load_config
-    from engine.pretrain import build_run
+    from engine.stages.pretrain import build_run
 
     work = tmp_path_factory.mktemp("layouts")
     base = _base(token_data, work / "run")

@@ -12,7 +12,7 @@ from tests.engine.harness import TINY, data_overrides
 
 def _run(token_data, run_dir, *extra: str):
     from engine.config import load_config
-    from engine.pretrain import build_run
+    from engine.stages.pretrain import build_run
 
     cfg = load_config(TINY, [*data_overrides(token_data), f"train.run_dir={run_dir}", "train.steps=6",
                              "train.progress=false", "train.eval_batches=1", "checkpoint.save_every=2",

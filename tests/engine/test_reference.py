@@ -12,7 +12,7 @@ from tests.engine.reference_model import ReferenceLlama
 def test_loss_matches_plain_pytorch_reference(token_data, tmp_path):
     from engine.config import load_config
     from engine.model import unwrap
-    from engine.pretrain import build_run
+    from engine.stages.pretrain import build_run
 
     cfg = load_config(TINY, [*data_overrides(token_data), f"train.run_dir={tmp_path}", "train.steps=4",
                              "optim.schedule=constant", "optim.warmup_steps=0", "train.progress=false",

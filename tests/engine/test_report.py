@@ -2,7 +2,7 @@
 
 The run directory: ``dataproc run`` (configs/dataproc/demo.yaml) on ``tiny_sections``, ``dataproc tokenize``
 (GPT-2 BPE from the shared assets) on what it kept, stage metrics written through ``MetricsLogger`` in the
-shapes engine/loop.py and engine/ppo.py log, and kernel plots from ``benchmarks/kernels.py``'s ``plot``.
+shapes engine/loop.py and engine/stages/ppo.py log, and kernel plots from ``benchmarks/kernels.py``'s ``plot``.
 The browser part needs Debian's ``chromium`` (skipped without it unless ``REQUIRE_BROWSER=1``).
 """
 
@@ -51,7 +51,7 @@ def _loop_records(steps: int, start_loss: float, eval_every: int) -> list[dict]:
 
 
 def _ppo_records(iterations: int) -> list[dict]:
-    """Records shaped like engine/ppo.py's PPO.iterate."""
+    """Records shaped like engine/stages/ppo.py's PPO.iterate."""
     return [{"step": 2 * i, "iteration": i, "reward": -1 + 0.2 * i, "kl": 0.1 * i, "kl_coef": 0.05 + 0.001 * i,
              "entropy": 2.0 - 0.1 * i, "response_tokens": 6.0, "logp_gap": 1e-6, "gen_time_s": 0.4,
              "score_time_s": 0.1, "policy_loss": 0.1 / i, "value_loss": 1.0 / i, "clip_frac": 0.05,
@@ -61,7 +61,9 @@ def _ppo_records(iterations: int) -> list[dict]:
 def _kernel_plots(out: Path) -> None:
     spec = importlib.util.spec_from_file_location("bench_kernels", ROOT / "benchmarks" / "kernels.py")
     kernels = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kernels)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports its sibling benchmarks/_results.py
+        spec.loader.exec_module(kernels)
     rows = [{"kernel": "rms_norm", "shape": shape, "mode": mode, "provider": prov, "throughput": peak * f,
              "unit": "GB/s", "device": "test"}
             for shape, peak in (("4096x4096", 3000.0), ("8192x4096", 3500.0))

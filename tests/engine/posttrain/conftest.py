@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def char_tok(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine.posttrain.sorting_task import char_tokenizer
+    from examples.sorting.task import char_tokenizer
 
     return char_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.json")
 

@@ -12,8 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-
 # the padded vocab (make_vocab_size_divisible_by × tp) must match, else the softmax differs
 LAYOUTS = {"tp1": [], "tp2": ["parallel.tp=2", "model.make_vocab_size_divisible_by=64"], "pp2": ["parallel.pp=2"]}
 
@@ -35,8 +33,8 @@ def _cfg(stage: str, work: Path, extra: list[str]):
 
 
 def prepare(work: Path) -> None:
-    from engine import reward, sft
-    from engine.posttrain import sorting_task as task
+    from engine.stages import reward, sft
+    from examples.sorting import task
 
     task.char_tokenizer(work / "tokenizer.json")
     ps = task.prompts(200, 4, seed=5)
@@ -57,7 +55,7 @@ def prepare(work: Path) -> None:
 def run(work: Path, out: Path, layouts: list[str]) -> None:
     import torch.distributed as dist
 
-    from engine import dpo, ppo, reward, sft
+    from engine.stages import dpo, ppo, reward, sft
 
     results: dict = {}
     for name in layouts:

@@ -1,7 +1,7 @@
 """Constitutional AI end to end on a tiny model, with a principle a program checks (digits in ascending order).
 
 A tiny model can't learn to critique from scratch in seconds, so it is taught the constitution's three
-conversations by the checker (``sorting_task.exact``), through the real SFT stage (200 steps): answer a
+conversations by the checker (``examples.sorting.task.exact``), through the real SFT stage (200 steps): answer a
 2-digit prompt over digits 0-4 (sorted half the time, reversed otherwise — so K samples disagree), critique then revise
 it when asked the principle's requests (the revision is always sorted), and answer the principle's
 multiple-choice question with the label of the sorted option. The stage then has to put the requests and
@@ -33,7 +33,7 @@ def text_tokenizer(path: Path) -> Path:
     """A character tokenizer over printable ASCII and newline, with the chat template's special tokens."""
     from tokenizers import Tokenizer, decoders, models
 
-    from engine.posttrain.sorting_task import SPECIAL
+    from examples.sorting.task import SPECIAL
 
     chars = [chr(c) for c in range(32, 127)] + ["\n"]
     tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(SPECIAL + chars)}, merges=[], unk_token=None))
@@ -50,8 +50,8 @@ def prompts(n: int, seed: int) -> list[str]:
 
 def teaching_rows(n: int, seed: int) -> list[dict]:
     """The constitution's conversations, written by the checker (chat rows; loss on every reply)."""
-    from engine.constitutional_prompts import load_constitution
-    from engine.posttrain import sorting_task as task
+    from engine.stages.constitutional_prompts import load_constitution
+    from examples.sorting import task
 
     cons = load_constitution(PRINCIPLES)
     (p,) = cons.principles
@@ -75,7 +75,7 @@ def teaching_rows(n: int, seed: int) -> list[dict]:
 
 
 def cai_config(work: Path, ckpt: str, seed: int, extra: tuple[str, ...] = ()) -> object:
-    from engine.constitutional import load_cai_config
+    from engine.stages.constitutional import load_cai_config
 
     return load_cai_config(CONFIG, [*COMMON, f"tokenizer.path={work}/tokenizer.json", f"checkpoint.load={ckpt}",
                                     f"dataset.train={work}/prompts.jsonl", f"train.run_dir={work}/cai_{seed}",
@@ -87,10 +87,10 @@ def cai_config(work: Path, ckpt: str, seed: int, extra: tuple[str, ...] = ()) ->
 def cai(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Teach the tiny model (real SFT stage), then run the CAI stage on 48 held-out prompts, recording
     every prompt the stage sends to the generator."""
-    from engine import sft
-    from engine.constitutional import run
-    from engine.posttrain import sorting_task as task
     from engine.posttrain.config import load_posttrain_config
+    from engine.stages import sft
+    from engine.stages.constitutional import run
+    from examples.sorting import task
 
     work = tmp_path_factory.mktemp("cai")
     text_tokenizer(work / "tokenizer.json")
@@ -145,7 +145,7 @@ def test_revision_conversations_follow_the_template(cai):
 
 
 def test_revisions_pass_the_check_more_often(cai):
-    from engine.posttrain.sorting_task import exact
+    from examples.sorting.task import exact
 
     rows = _rows(cai["out"] / "sft.jsonl")
     initial = sum(exact(r["prompt"], r["initial"]) for r in rows) / len(rows)
@@ -157,7 +157,7 @@ def test_revisions_pass_the_check_more_often(cai):
 
 def test_ai_feedback_agrees_with_the_checker(cai):
     """On pairs where the checker prefers one answer, the AI feedback picks it far more often than chance."""
-    from engine.posttrain.sorting_task import exact
+    from examples.sorting.task import exact
 
     pairs = _rows(cai["out"] / "pairs.jsonl")
     told = [p for p in pairs if exact(p["prompt"], p["chosen"]) != exact(p["prompt"], p["rejected"])]
@@ -173,8 +173,8 @@ def test_ai_feedback_agrees_with_the_checker(cai):
 
 def test_rows_parse_and_train_sft_and_dpo(cai):
     """records.py reads both files; the real SFT and DPO stages take a few steps on them."""
-    from engine import dpo, sft
     from engine.posttrain.config import load_posttrain_config
+    from engine.stages import dpo, sft
 
     work, out = cai["work"], cai["out"]
     common = [*COMMON, f"tokenizer.path={work}/tokenizer.json", f"checkpoint.load={cai['ckpt']}",
@@ -192,7 +192,7 @@ def test_rows_parse_and_train_sft_and_dpo(cai):
 
 
 def test_deterministic_for_a_seed(cai):
-    from engine.constitutional import run
+    from engine.stages.constitutional import run
 
     again = run(cai_config(cai["work"], cai["ckpt"], seed=5, extra=(f"constitution.output_dir={cai['work']}/again",)))
     for name in ("sft.jsonl", "pairs.jsonl"):
@@ -203,8 +203,8 @@ def test_deterministic_for_a_seed(cai):
 
 def test_bad_principles_and_unspellable_text_name_the_key(tmp_path, char_tok):
     from engine.config import ConfigError
-    from engine.constitutional import load_cai_config, main
-    from engine.constitutional_prompts import load_constitution
+    from engine.stages.constitutional import load_cai_config, main
+    from engine.stages.constitutional_prompts import load_constitution
 
     bad = tmp_path / "p.yaml"
     bad.write_text("principles:\n  - name: x\n    critique: c\n    choice: q\n")
@@ -219,7 +219,7 @@ def test_bad_principles_and_unspellable_text_name_the_key(tmp_path, char_tok):
     (tmp_path / "prompts.jsonl").write_text('{"prompt": "31"}\n')
     cfg = load_cai_config(CONFIG, [f"tokenizer.path={char_tok}", f"checkpoint.load={tmp_path}",
                                    f"dataset.train={tmp_path}/prompts.jsonl"], world_size=1)
-    from engine.constitutional import run
+    from engine.stages.constitutional import run
 
     with pytest.raises(ConfigError, match="cannot spell 'What is out of order"):
         run(cfg)  # the digits-only tokenizer would silently drop the requests' letters

@@ -84,7 +84,7 @@ def test_ranked_answers_give_all_pairs_and_judge_orders(char_tok, tmp_path):
     t = ChatTemplate(char_tok, TemplateConfig())
     assert [(t.decode(p.chosen), t.decode(p.rejected)) for p in pairs][:3] == [("123", "132"), ("123", "321"),
                                                                              ("123", "312")]
-    judged = _reader(char_tok, judge="engine.posttrain.sorting_task:score").load(
+    judged = _reader(char_tok, judge="examples.sorting.task:score").load(
         _jsonl(tmp_path / "j.jsonl", [{"prompt": "321", "answers": ["321", "123", "120"]}]), "pairs").items
     # scores: 123 → 1, 120 → 2/3, 321 → 1/3: every pair has the better answer first
     assert [(t.decode(p.chosen), t.decode(p.rejected)) for p in judged] == [("123", "120"), ("123", "321"),

@@ -1,12 +1,14 @@
 """pretrain → SFT → reward model → PPO / DPO on a checkable task, judged by the checker (slow: ~5-10 min),
-and the check's statistics and task-format text (fast).
+and the check's statistics, the demonstrator and task-format text (fast).
 
 A stage's checker score is the exact-match rate of its policy on 200 held-out prompts, 8 answers per
 prompt sampled at temperature 1; its standard error is taken over prompts (each prompt's mean over its
-8 answers). Seed 0 (the PPO code of 2026-12-05 10:29) gave base=0.000 sft=0.637 ppo=0.738 dpo=0.729
-rm_acc=0.951 kl=0.234 (target 0.5), SE ~0.02 per stage, and the controls sft_T=0.711 (SFT at T=0.83,
-PPO's entropy) sft_Tdpo=0.698 (T=0.87) sft_cont=0.869 (SFT continued 384 updates): PPO and DPO beat the
-matched-temperature SFT by 0.028 ± 0.013 and 0.032 ± 0.011 (paired SE) and lose to continued SFT.
+8 answers). The SFT data comes from a demonstrator that swaps the last two digits with probability 0.6;
+the rankings come from the exact checker. Seed 0 (2026-12-05, SFT 1000 steps) gave base=0.000 sft=0.540
+ppo=0.868 dpo=0.880 rm_acc=0.994 kl=0.527 (target 0.5), and the controls sft_T=0.522 (SFT at T=0.47,
+PPO's entropy) sft_Tdpo=0.515 (T=0.21) sft_cont=0.514 (SFT continued 384 updates on the same
+demonstrator): PPO and DPO beat every control by > 0.3 with paired SEs ~0.03. With perfect
+demonstrations (slip 0, SFT 250 steps) continued SFT won instead (0.869 vs PPO 0.738, DPO 0.729).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pytest
 
 @pytest.mark.slow
 def test_posttraining_improves_checker_score(tmp_path):
-    from engine.posttrain_check import run
+    from examples.sorting.posttrain_check import run
 
     s = run(tmp_path)
     print(s)
@@ -30,10 +32,27 @@ def test_posttraining_improves_checker_score(tmp_path):
     assert 0.0 <= s["kl"] <= 2.0 * s["kl_target"], s  # ... with the (on-policy, k1) KL near its target
     assert s["dpo"] > s["sft"], s  # DPO on the same rankings too
     assert s["se_sft"] > 0 and s["T_ppo"] > 0 and 0.0 <= s["sft_cont"] <= 1.0, s  # the controls ran
+    # ... and PPO and DPO beat both controls by more than 2 paired standard errors
+    assert s["beats_ppo"] == 1.0 and s["beats_dpo"] == 1.0, s
+
+
+def test_demonstrator_swaps_the_last_two_digits_at_its_slip_rate():
+    from examples.sorting import task
+
+    rng = random.Random(0)
+    prompts = task.prompts(4000, 4, seed=3)
+    answers = [task.demonstration(p, rng, 0.6) for p in prompts]
+    differ = [p for p in prompts if task.target(p)[-1] != task.target(p)[-2]]
+    wrong = [(p, a) for p, a in zip(prompts, answers, strict=True) if a != task.target(p)]
+    assert all(sorted(a) == sorted(p) and a[:2] == task.target(p)[:2] and a[2:] == task.target(p)[:1:-1]
+               for p, a in wrong)  # only the last two digits, swapped
+    assert abs(len(wrong) / len(differ) - 0.6) < 0.03  # at the slip rate, among answers where a swap shows
+    assert all(task.demonstration(p, rng, 0.0) == task.target(p) for p in prompts[:200])
+    assert task.score(prompts[0], task.target(prompts[0])) == 1.0
 
 
 def test_standard_error_is_over_prompts():
-    from engine.posttrain_check import mean_se, paired_se
+    from examples.sorting.posttrain_check import mean_se, paired_se
 
     rng = random.Random(0)
     p = [rng.random() for _ in range(300)]  # each prompt's own success rate
@@ -48,7 +67,7 @@ def test_standard_error_is_over_prompts():
 
 
 def test_matched_temperature_bisects_entropy(monkeypatch):
-    import engine.posttrain_check as pc
+    import examples.sorting.posttrain_check as pc
 
     # a stand-in sampler whose entropy is 0.5 * T: the matched temperature of entropy 0.3 is 0.6
     monkeypatch.setattr(pc, "prompt_scores", lambda *a, temperature=1.0, **k: ([0.0], 0.5 * temperature))
@@ -59,9 +78,9 @@ def test_matched_temperature_bisects_entropy(monkeypatch):
 def test_task_text_tokenizes_like_the_chat_template(char_tok):
     from tokenizers import Tokenizer
 
-    from engine.posttrain import sorting_task as task
     from engine.posttrain.config import TemplateConfig
     from engine.posttrain.template import ChatTemplate
+    from examples.sorting import task
 
     tpl = ChatTemplate(char_tok, TemplateConfig())
     hf = Tokenizer.from_file(str(char_tok))

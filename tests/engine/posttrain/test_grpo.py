@@ -113,10 +113,10 @@ def _grpo_cfg(tmp_path, char_tok, *extra):
                                   "checkpoint.load=some/ckpt", *extra], world_size=1)
 
 
-@pytest.mark.parametrize("spec, says", [("engine.posttrain.sorting_task", "module:function"),
-                                        ("engine.posttrain.sorting_task:nope", "cannot load"),
+@pytest.mark.parametrize("spec, says", [("examples.sorting.task", "module:function"),
+                                        ("examples.sorting.task:nope", "cannot load"),
                                         ("no_such_module_xyz:score", "cannot load"),
-                                        ("engine.posttrain.sorting_task:TASK", "not callable"),
+                                        ("examples.sorting.task:TASK", "not callable"),
                                         ("", "required")])
 def test_bad_reward_fn_is_a_config_error_naming_the_key(tmp_path, char_tok, spec, says):
     with pytest.raises(ConfigError, match=says) as err:
@@ -126,7 +126,7 @@ def test_bad_reward_fn_is_a_config_error_naming_the_key(tmp_path, char_tok, spec
 
 def test_grpo_config_checks(tmp_path, char_tok):
     cfg = _grpo_cfg(tmp_path, char_tok)
-    assert cfg.reward.fn == "engine.posttrain.sorting_task:score" and cfg.grpo.estimator == "grpo"
+    assert cfg.reward.fn == "examples.sorting.task:score" and cfg.grpo.estimator == "grpo"
     for bad, key in (("grpo.estimator=ppo", "grpo.estimator"), ("grpo.group_size=1", "grpo.group_size"),
                      ("grpo.prompts_per_rollout=3", "grpo.prompts_per_rollout"),
                      ("grpo.temperature=0", "grpo.temperature")):
@@ -142,9 +142,9 @@ def test_grpo_config_checks(tmp_path, char_tok):
 
 
 def test_reward_fn_sees_the_user_text(char_tok):
-    from engine.grpo import user_text
     from engine.posttrain.config import TemplateConfig
     from engine.posttrain.template import ChatTemplate
+    from engine.stages.grpo import user_text
 
     template = ChatTemplate(char_tok, TemplateConfig(default_system="9"))
     ids = template.prompt([{"role": "user", "content": "3142"}])

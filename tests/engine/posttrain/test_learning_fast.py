@@ -28,7 +28,7 @@ def prompt_exact(model: list, template: object, prompts: list[str], vocab: int, 
     import torch
 
     from engine.generate import generate
-    from engine.posttrain import sorting_task as task
+    from examples.sorting import task
 
     asked = [p for p in prompts for _ in range(samples)]
     ids = [template.prompt([{"role": "user", "content": p}]) for p in asked]
@@ -47,11 +47,11 @@ def paired_se(a: list[float], b: list[float]) -> float:
 def run_fast(work: Path, sft_steps: int = 60, grpo_steps: int = 64, estimator: str = "grpo",
              extra: tuple[str, ...] = ()) -> dict:
     """base → SFT → GRPO on 3-digit sorting; per-prompt scores of each stage and the timings."""
-    from engine import grpo as grpo_stage
-    from engine import sft as sft_stage
-    from engine.posttrain import sorting_task as task
     from engine.posttrain.config import TemplateConfig, load_posttrain_config
     from engine.posttrain.template import ChatTemplate
+    from engine.stages import grpo as grpo_stage
+    from engine.stages import sft as sft_stage
+    from examples.sorting import task
 
     root = Path(__file__).resolve().parents[3]
     t0 = time.perf_counter()
@@ -80,7 +80,7 @@ def run_fast(work: Path, sft_steps: int = 60, grpo_steps: int = 64, estimator: s
     cfg = load_posttrain_config("grpo", root / "configs/posttrain/grpo_sort.yaml", [
         *COMMON, f"tokenizer.path={tok}", f"dataset.train={work}/prompts.jsonl", f"train.run_dir={work}/grpo",
         f"checkpoint.load={sft_ckpt}", f"train.steps={grpo_steps}", f"grpo.estimator={estimator}",
-        "reward.fn=engine.posttrain.sorting_task:exact", "grpo.prompts_per_rollout=16", "grpo.group_size=8",
+        "reward.fn=examples.sorting.task:exact", "grpo.prompts_per_rollout=16", "grpo.group_size=8",
         "train.global_batch_size=64", "train.micro_batch_size=64", "optim.lr=3e-4", "optim.min_lr=3e-5",
         "optim.warmup_steps=0", "grpo.kl_coef=0.01", "checkpoint.save_at_end=false", *extra], world_size=1)
     run = grpo_stage.build(cfg)

@@ -14,9 +14,9 @@ MIN_COEF = 0.045
 
 
 def _ppo_records(work: Path, extra: tuple[str, ...] = ()) -> list[dict]:
-    from engine import ppo, reward, sft
-    from engine.posttrain import sorting_task as task
     from engine.posttrain.config import load_posttrain_config
+    from engine.stages import ppo, reward, sft
+    from examples.sorting import task
 
     root = Path(__file__).resolve().parents[3] / "configs/posttrain"
     tok = task.char_tokenizer(work / "tokenizer.json")

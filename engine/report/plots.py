@@ -1,4 +1,4 @@
-"""The run report's charts (``engine/report.py``): matplotlib figures on the Agg canvas, saved as PNGs.
+"""The run report's charts (``engine/report/html.py``): matplotlib figures on the Agg canvas, saved as PNGs.
 
 Each function writes one PNG into ``out`` and returns its file name (relative to ``out``), or ``None``
 when there is nothing to draw. No pyplot: figures are plain ``Figure`` objects, so nothing global changes.

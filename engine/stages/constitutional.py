@@ -1,21 +1,22 @@
 """Constitutional AI (Bai et al. 2022): critique-revision SFT rows and AI-feedback preference pairs.
 
-    python engine/constitutional.py --config configs/posttrain/constitution_sort.yaml [key.sub=value ...]
-    torchrun --nproc-per-node N engine/constitutional.py ...   # prompts split over data-parallel ranks
+    python -m engine.stages.constitutional --config configs/posttrain/constitution_sort.yaml [key.sub=value ...]
+    torchrun --nproc-per-node N -m engine.stages.constitutional ...   # prompts split over data-parallel ranks
 
-From a policy checkpoint (``checkpoint.load``: an engine checkpoint, or ``engine/convert.py import`` output
+From a policy checkpoint (``checkpoint.load``: an engine checkpoint, or ``python -m engine.convert import`` output
 with ``model.preset=CKPT/model.yaml tokenizer.path=CKPT/tokenizer.json``), the prompts of
 ``dataset.train`` (any row format records.py reads) and a principles file (``constitution.principles``,
-see ``engine/constitutional_prompts.py``), it writes to ``constitution.output_dir``:
+see ``engine/stages/constitutional_prompts.py``), it writes to ``constitution.output_dir``:
 
 - ``sft.jsonl`` — supervised CAI: the policy samples an answer; for ``revisions`` rounds the feedback model
   (``constitution.feedback_model``, default the policy) is asked the principle's critique request, then its
   revision request, in one chat-templated conversation; the row is prompt → final revision (``output``),
-  with the answer, critiques and principles beside it. Read by ``engine/sft.py``.
+  with the answer, critiques and principles beside it. Read by ``engine/stages/sft.py``.
 - ``pairs.jsonl`` — RLAIF: K answers per prompt from the policy; for each pair the feedback model answers
   "which is better under principle P: (A) or (B)"; the preference is the softmax of the two labels'
   log-probabilities, averaged over both option orders (position bias) and ``feedback_ensemble`` principles.
-  Rows are (prompt, chosen, rejected) with ``p_chosen``; read by ``engine/reward.py`` / ``engine/dpo.py``.
+  Rows are (prompt, chosen, rejected) with ``p_chosen``; read by ``engine/stages/reward.py`` /
+  ``engine/stages/dpo.py``.
 - ``summary.json`` — counts, skips, and for principles with a ``check``: how often answers and revisions
   pass it, and how often the AI feedback agrees with it on pairs it tells apart.
 
@@ -25,25 +26,24 @@ counted, as are prompts that do not fit ``model.seq_length``. Deterministic for 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import json
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make `engine` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import torch
 
 from engine.config import ConfigError, _build, config_tree, resolve_tokenizer, validate
-from engine.constitutional_prompts import (
+from engine.posttrain.config import PosttrainConfig, validate_posttrain
+from engine.posttrain.records import prompt_messages
+from engine.posttrain.template import Message
+from engine.stages.common import guarded, parse_args, run_main, stage_parser
+from engine.stages.constitutional_prompts import (
     Constitution,
     choice_messages,
     critique_messages,
@@ -51,9 +51,6 @@ from engine.constitutional_prompts import (
     prompt_text,
     revision_messages,
 )
-from engine.posttrain.config import PosttrainConfig, validate_posttrain
-from engine.posttrain.records import prompt_messages
-from engine.posttrain.template import Message
 
 
 @dataclass
@@ -272,8 +269,8 @@ def run(cfg: CAIConfig) -> dict[str, Any]:
     from megatron.core.models.gpt import GPTModel
 
     from engine.posttrain.records import DataError, read_rows
-    from engine.posttrain.stage import frozen, setup
     from engine.posttrain.template import ChatTemplate, TemplateError
+    from engine.stages.common import frozen, setup
 
     t0 = time.perf_counter()
     c = cfg.constitution
@@ -346,35 +343,23 @@ def write(cfg: CAIConfig, parts: list[tuple], seconds: float) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch.distributed as dist
+    parser = stage_parser(__doc__, config_help="YAML config (configs/posttrain/constitution*.yaml)")
+    args = parse_args(parser, argv)
 
-    from engine.posttrain.records import DataError
+    def body() -> int:
+        import torch.distributed as dist
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="YAML config (configs/posttrain/constitution*.yaml)")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. constitution.revisions=2")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_cai_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"ConfigError: {exc}", file=sys.stderr)
-        return 2
-    try:
-        summary = run(cfg)
-    except ConfigError as exc:
-        print(f"ConfigError: {exc}", file=sys.stderr)
-        return 2
-    except DataError as exc:
-        print(f"DataError: {exc}", file=sys.stderr)
-        return 4
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    if summary:
-        print(json.dumps(summary), flush=True)
-    return 0
+        try:
+            summary = run(load_cai_config(args.config, args.overrides))
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+        if summary:
+            print(json.dumps(summary), flush=True)
+        return 0
+
+    return guarded(body)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    sys.exit(main())
+    run_main(main)

@@ -1,6 +1,6 @@
 """PPO: actor (from SFT), frozen reference (SFT), critic (from the reward model), frozen reward model.
 
-    torchrun --nproc-per-node N engine/ppo.py --config configs/posttrain/ppo_sort.yaml [key.sub=value ...]
+    torchrun --nproc-per-node N -m engine.stages.ppo --config configs/posttrain/ppo_sort.yaml [key.sub=value ...]
 
 Each iteration: sample ``ppo.prompts_per_rollout`` prompts, generate answers with the KV cache
 (temperature/top-p, stop on the template's end token), score them with the reward model, normalise the
@@ -13,21 +13,16 @@ updates. Logs reward, KL, entropy, clip fraction, value loss, generation vs trai
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np
 import torch
 
 from engine.posttrain.config import PosttrainConfig
-from engine.posttrain.stage import StageRun, main, run_iterations
+from engine.stages.common import StageRun, posttrain_main, run_iterations, run_main
 
 
 class CurrentBatches:
@@ -61,7 +56,7 @@ def actor_task(batches: CurrentBatches, clip: float, stats: dict[str, float], lo
 def critic_task(batches: CurrentBatches, clip: float) -> Any:
     from engine.loop import Task
     from engine.posttrain.losses import ppo_value_loss
-    from engine.reward import value_forward
+    from engine.stages.reward import value_forward
 
     def loss(batch: dict, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mask = batch["loss_mask"].to(values.device)
@@ -79,7 +74,7 @@ class PPO:
         from engine.loop import Trainer
         from engine.posttrain.losses import AdaptiveKLController, RunningMoments
         from engine.posttrain.models import ValueGPT, token_logps
-        from engine.posttrain.stage import frozen, load_split, setup, trainable
+        from engine.stages.common import frozen, load_split, setup, trainable
 
         p, t = cfg.ppo, cfg.train
         self.cfg, self.layout = cfg, setup(cfg)
@@ -123,7 +118,7 @@ class PPO:
         from engine.model import unwrap
         from engine.posttrain.batches import model_device, sequences_batch, to_device
         from engine.posttrain.losses import gae, kl_estimate, kl_penalised_rewards
-        from engine.reward import last_scores, value_forward
+        from engine.stages.reward import last_scores, value_forward
 
         cfg, p = self.cfg, self.cfg.ppo
         prompts = self._prompts(self.iteration)
@@ -254,16 +249,15 @@ def _whiten_global(micro: list[dict]) -> None:
 
 
 def build(cfg: PosttrainConfig) -> StageRun:
-    from engine.posttrain.stage import ckpt_dir
+    from engine.stages.common import ckpt_dir
 
     ppo = PPO(cfg)
     return StageRun(cfg, ppo.layout, ppo, ckpt_dir(cfg), ppo.info)
 
 
-def _fit(run: StageRun, logger: Any) -> None:
-    run.trainer.fit(logger, run.ckpt_dir)
+def main(argv: list[str] | None = None) -> int:
+    return posttrain_main("ppo", build, __doc__, argv)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    sys.exit(main("ppo", build, __doc__, fit=_fit))
+    run_main(main)

@@ -1,15 +1,23 @@
 """End-to-end post-training check on a task a program can grade (sorting digit strings), CPU, minutes.
 
-    python engine/posttrain_check.py [--work runs/posttrain_check] [--quick]
-    python engine/posttrain_check.py --pretrained RUN/pretrain/checkpoints/step_N --tokenizer RUN/tokenizer.json
+    python -m examples.sorting.posttrain_check [--work runs/posttrain_check] [--quick] [--verbose]
+    python -m examples.sorting.posttrain_check --pretrained RUN/pretrain/checkpoints/step_N --tokenizer RUN/tokenizer.json
 
-pretrain briefly (answers are random permutations: the format, not the skill) → SFT on correct
+pretrain briefly (answers are random permutations: the format, not the skill) → SFT on a demonstrator's
 answers → sample K answers per prompt from the SFT model, ranked by the checker (``dataset.judge``) →
 reward model (Bradley–Terry) → PPO on the learned reward → DPO on the same rankings. Every stage is the
-same code ``torchrun engine/<stage>.py`` runs, here in one process (world of one). With ``--pretrained``
+same code ``torchrun -m engine.stages.<stage>`` runs, here in one process (world of one). With ``--pretrained``
 and ``--tokenizer`` (``make demo``) the check skips its own pretraining and post-trains that checkpoint
 (pretrained on documents mixed with task-format text, by a tokenizer with the chat specials that splits
 digits); the model sizes are ``model.preset`` of the posttrain configs, as in the pretraining config.
+
+The demonstrator is sloppy the way human demonstrations are and judgements are not: with probability
+``--slip`` (default 0.6) it writes the last two digits of the sorted answer swapped (``examples.sorting.
+task.demonstration``), while the checker that ranks answers is exact. That is the case RLHF is for: judging is
+easier than demonstrating. SFT, and any amount of continued SFT, can only imitate the demonstrator (at
+slip 0.6, the wrong order is the mode, so a colder sampler is worse); the reward model and DPO learn the
+ranking. With ``--slip 0`` (perfect, free demonstrations) continued SFT is the stronger method on this task
+and the check says so.
 
 A stage's checker score is the exact-match rate of the policy on held-out prompts: SAMPLES answers per
 prompt sampled at temperature 1 (the distribution PPO and DPO optimise); its standard error is computed
@@ -19,8 +27,8 @@ Greedy exact match is printed beside it. PPO's critic starts from the SFT weight
 Two controls separate "RL taught the skill" from "RL made the policy more deterministic" and "more
 updates": ``sft_T`` samples the SFT model at the temperature whose per-token entropy on the held-out
 prompts matches the PPO policy's (``sft_Tdpo``: DPO's), found by bisection; ``sft_cont`` continues SFT
-for as many optimizer updates as PPO with PPO's learning-rate schedule (warmup + cosine), on correct
-answers to the SFT and PPO prompts. PPO (DPO) beats the controls when its score exceeds each control's
+for as many optimizer updates as PPO with PPO's learning-rate schedule (warmup + cosine), on the
+demonstrator's answers to the SFT and PPO prompts (the same demonstrator: more of the data SFT had). PPO (DPO) beats the controls when its score exceeds each control's
 by more than 2 standard errors of the per-prompt paired difference. The last line printed is
 
     checker_score base=X sft=X ppo=X dpo=X rm_acc=X kl=X sft_T=X (T=X) sft_Tdpo=X (T=X) sft_cont=X
@@ -36,15 +44,14 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DIGITS = 4
 N_HELD = 200  # held-out prompts the checker grades
+SLIP = 0.6  # the demonstrator swaps the last two digits of its answer with this probability
 K = 8  # sampled answers per ranking prompt
 SAMPLES = 8  # answers per held-out prompt drawn from each policy for its checker score
-STEPS = {"pretrain": 200, "sft": 250, "reward": 1200, "ppo": 384, "dpo": 120}
+# SFT runs to convergence (the demonstrator's ceiling), so continued SFT is a fair control
+STEPS = {"pretrain": 200, "sft": 1000, "reward": 1200, "ppo": 384, "dpo": 120}
 STAGES = ("base", "sft", "ppo", "dpo", "sft_T", "sft_Tdpo", "sft_cont")
 CONTROLS = (("ppo", "sft_T"), ("ppo", "sft_cont"), ("dpo", "sft_Tdpo"), ("dpo", "sft_cont"))
 
@@ -54,7 +61,7 @@ def _write_pretrain_tokens(work: Path, template: object, n_docs: int, seed: int)
     import torch
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
-    from engine.posttrain import sorting_task as task
+    from examples.sorting import task
 
     prefix = str(work / "pretrain_tokens")
     builder = IndexedDatasetBuilder(prefix + ".bin", dtype=np.int32)
@@ -73,7 +80,7 @@ def prompt_scores(model: list, template: object, prompts: list[str], vocab_size:
     import torch
 
     from engine.generate import generate
-    from engine.posttrain import sorting_task as task
+    from examples.sorting import task
 
     k = max(samples, 1)
     asked = [p for p in prompts for _ in range(k)]
@@ -139,21 +146,18 @@ def sample_rankings(model: list, template: object, prompts: list[str], k: int, v
 
 
 def _fit(name: str, cfg: object, run: object, progress: bool) -> list[dict]:
-    """``run.trainer.fit`` with a metrics logger writing ``<train.run_dir>/metrics.jsonl`` + ``run.json``;
-    a stage with final metrics (the reward model's accuracy) logs them as one last record."""
-    from engine.metrics import MetricsLogger
+    """The stages' own fit path (``engine.stages.common.fit_and_close`` + ``fit_run``) in this process:
+    ``<train.run_dir>/metrics.jsonl`` + ``run.json``, a stage's final metrics (the reward model's accuracy)
+    as one last record; the process group stays up for the next stage. A NaN/Inf loss exits with 3."""
+    from engine.stages.common import fit_and_close, fit_run
 
+    records: list[dict] = []
     header = {"stage": name, "config": cfg.to_dict(), "world_size": 1}
-    logger = MetricsLogger(cfg.train.run_dir, True, False, cfg.train.steps, 0, progress, header, desc=name)
-    try:
-        records = run.trainer.fit(logger, run.ckpt_dir)
-        if getattr(run, "after_fit", None) is not None:
-            final = {"step": run.trainer.step, **run.after_fit()}
-            logger.log(final)
-            records.append(final)
-        return records
-    finally:
-        logger.close()
+    status = fit_and_close(cfg, 0, header, lambda logger: records.extend(fit_run(run, logger)),
+                           progress=progress, desc=name, teardown=False, summary=False)
+    if status:
+        raise SystemExit(status)
+    return records
 
 
 def _stats(scores: dict, per_prompt: dict[str, list[float]]) -> None:
@@ -171,15 +175,16 @@ def _stats(scores: dict, per_prompt: dict[str, list[float]]) -> None:
 
 
 def run(work: Path, quick: bool = False, seed: int = 0, progress: bool = False, pretrained: str | None = None,
-        tokenizer: str | None = None, steps: dict[str, int] | None = None) -> dict[str, float]:
-    """The whole check in ``work``; ``seed`` changes every prompt set, initialisation and sample.
+        tokenizer: str | None = None, steps: dict[str, int] | None = None, slip: float = SLIP) -> dict[str, float]:
+    """The whole check in ``work``; ``seed`` changes every prompt set, initialisation and sample; ``slip`` is
+    the demonstrator's error rate (the SFT data).
     ``pretrained`` + ``tokenizer``: post-train that checkpoint (skip the pretraining). ``steps`` overrides
     stage step counts. Each stage writes ``work/<stage>/metrics.jsonl``; the scores go to ``work/summary.json``."""
     from engine.config import load_config
-    from engine.posttrain import sorting_task as task
     from engine.posttrain.config import TemplateConfig, load_posttrain_config
-    from engine.posttrain.stage import frozen, setup
     from engine.posttrain.template import ChatTemplate
+    from engine.stages.common import frozen, setup
+    from examples.sorting import task
 
     t_start = time.perf_counter()
     times: dict[str, float] = {}
@@ -207,7 +212,7 @@ def run(work: Path, quick: bool = False, seed: int = 0, progress: bool = False, 
 
     # 1. pretraining: the engine's own pretrain path on task-formatted text with shuffled answers
     if pretrained is None:
-        from engine.pretrain import build_run
+        from engine.stages.pretrain import build_run
 
         prefix = _write_pretrain_tokens(work, template, 4000, seed=2 + 7 * seed)
         cfg = load_config(ROOT / "configs/pretrain/tiny_cpu.yaml",
@@ -242,9 +247,13 @@ def run(work: Path, quick: bool = False, seed: int = 0, progress: bool = False, 
             scores[name + "_greedy"] = checker_score(model, template, held, vocab)
 
     # 2. SFT on correct answers (rows of 64 tokens: ~5 packed examples each)
-    sft_rows = [{"instruction": p, "input": "", "output": task.target(p)} for p in sft_prompts]
+    import random
+
+    demonstrator = random.Random(5 + 7 * seed)
+    sft_rows = [{"instruction": p, "input": "", "output": task.demonstration(p, demonstrator, slip)}
+                for p in sft_prompts]
     task.write_jsonl(work / "sft.jsonl", sft_rows)
-    from engine import sft as sft_stage
+    from engine.stages import sft as sft_stage
 
     cfg_sft = posttrain_cfg("sft", [f"dataset.train={work}/sft.jsonl", f"checkpoint.load={pre_ckpt}",
                                     "model.seq_length=64"])
@@ -268,7 +277,7 @@ def run(work: Path, quick: bool = False, seed: int = 0, progress: bool = False, 
                            vocab, seed=3 + 7 * seed)
     task.write_jsonl(work / "ranked.jsonl", rows)
     del s_run
-    from engine import reward as reward_stage
+    from engine.stages import reward as reward_stage
 
     cfg_rm = posttrain_cfg("reward", [f"dataset.train={work}/ranked.jsonl", f"checkpoint.load={sft_ckpt}"])
     r_run = reward_stage.build(cfg_rm)
@@ -280,7 +289,7 @@ def run(work: Path, quick: bool = False, seed: int = 0, progress: bool = False, 
 
     # 4. PPO on the learned reward
     task.write_jsonl(work / "prompts.jsonl", [{"prompt": p} for p in ppo_prompts])
-    from engine import ppo as ppo_stage
+    from engine.stages import ppo as ppo_stage
 
     cfg_ppo = posttrain_cfg("ppo", [f"dataset.train={work}/prompts.jsonl", f"checkpoint.load={sft_ckpt}",
                                     f"ppo.reward_model={rm_ckpt}", f"ppo.critic={sft_ckpt}"])
@@ -295,7 +304,7 @@ def run(work: Path, quick: bool = False, seed: int = 0, progress: bool = False, 
     del p_run
 
     # 5. DPO on the same rankings
-    from engine import dpo as dpo_stage
+    from engine.stages import dpo as dpo_stage
 
     cfg_dpo = posttrain_cfg("dpo", [f"dataset.train={work}/ranked.jsonl", f"checkpoint.load={sft_ckpt}"])
     d_run = dpo_stage.build(cfg_dpo)
@@ -316,9 +325,10 @@ def run(work: Path, quick: bool = False, seed: int = 0, progress: bool = False, 
     lap("matched_T")
     say(f"sft_T={scores['sft_T']:.3f} (T={scores['T_ppo']:.3f}, entropy {entropy['sft_T']:.3f}) "
         f"sft_Tdpo={scores['sft_Tdpo']:.3f} (T={scores['T_dpo']:.3f}, entropy {entropy['sft_Tdpo']:.3f})")
-    # (b) SFT continued for PPO's number of optimizer updates with PPO's learning-rate schedule, on correct
-    #     answers to the SFT and PPO prompts (PPO itself only sees a learned reward)
-    cont_rows = sft_rows + [{"instruction": p, "input": "", "output": task.target(p)} for p in ppo_prompts]
+    # (b) SFT continued for PPO's number of optimizer updates with PPO's learning-rate schedule, on the
+    #     demonstrator's answers to the SFT and PPO prompts (PPO itself only sees a learned reward)
+    cont_rows = sft_rows + [{"instruction": p, "input": "", "output": task.demonstration(p, demonstrator, slip)}
+                            for p in ppo_prompts]
     task.write_jsonl(work / "sft_cont.jsonl", cont_rows)
     o = cfg_ppo.optim
     cfg_cont = posttrain_cfg("sft", [f"dataset.train={work}/sft_cont.jsonl", f"checkpoint.load={sft_ckpt}",
@@ -347,7 +357,7 @@ def run(work: Path, quick: bool = False, seed: int = 0, progress: bool = False, 
          "beats_controls": {m: bool(scores["beats_" + m]) for m in ("ppo", "dpo")},
          "sft_cont_updates": cfg_cont.train.steps, "samples_per_prompt": SAMPLES, "held_out_prompts": N_HELD,
          "rm_acc": r4["rm_acc"], "kl": r4["kl"], "kl_target": scores["kl_target"], "pretrained": pre_ckpt,
-         "tokenizer": str(tok), "seed": seed, "steps": steps,
+         "tokenizer": str(tok), "seed": seed, "steps": steps, "demonstrator_slip": slip,
          "seconds": {k: round(v, 1) for k, v in times.items()}}, indent=2))
     return scores
 
@@ -388,6 +398,8 @@ def checker_line(s: dict[str, float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     import os
 
+    from engine.stages.common import add_verbose, guarded, parse_args
+
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="runs/posttrain_check")
@@ -397,17 +409,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrained", default=None, help="post-train this pretraining checkpoint, or the newest "
                         "of a run directory (no own pretraining); needs --tokenizer, the one of its data")
     parser.add_argument("--tokenizer", default=None, help="tokenizer.json with the chat special tokens")
+    parser.add_argument("--slip", type=float, default=SLIP,
+                        help=f"the demonstrator's error rate: last two digits swapped (default {SLIP}; 0: perfect)")
     parser.add_argument("--steps", type=_steps, default=None,
                         help="stage step counts, e.g. sft=150,reward=600,ppo=192,dpo=60 (default "
                         + ",".join(f"{k}={v}" for k, v in STEPS.items()) + ")")
-    args = parser.parse_args(argv)
-    s = run(Path(args.work), args.quick, args.seed, args.progress, args.pretrained, args.tokenizer, args.steps)
-    print(f"seed={args.seed} seconds={s['seconds']:.0f} kl_target={s['kl_target']} "
-          + " ".join(f"{k}={v:.0f}" for k, v in s.items() if k.startswith("seconds_")))
-    print("greedy_exact_match " + " ".join(f"{k}={s[k + '_greedy']:.3f}"
-                                           for k in ("base", "sft", "ppo", "dpo", "sft_cont")))
-    print(checker_line(s))
-    return 0
+    add_verbose(parser)
+    args = parse_args(parser, argv)
+    if not 0.0 <= args.slip <= 1.0:
+        parser.error(f"--slip {args.slip}: must be in [0, 1]")
+
+    def body() -> int:
+        s = run(Path(args.work), args.quick, args.seed, args.progress, args.pretrained, args.tokenizer,
+                args.steps, args.slip)
+        print(f"seed={args.seed} seconds={s['seconds']:.0f} kl_target={s['kl_target']} "
+              + " ".join(f"{k}={v:.0f}" for k, v in s.items() if k.startswith("seconds_")))
+        print("greedy_exact_match " + " ".join(f"{k}={s[k + '_greedy']:.3f}"
+                                               for k in ("base", "sft", "ppo", "dpo", "sft_cont")))
+        print(checker_line(s))
+        return 0
+
+    return guarded(body)
 
 
 if __name__ == "__main__":

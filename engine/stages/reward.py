@@ -1,6 +1,6 @@
 """Reward model: the policy architecture with a scalar head, trained with the Bradley–Terry loss.
 
-    torchrun --nproc-per-node N engine/reward.py --config configs/posttrain/reward_tiny.yaml [key.sub=value ...]
+    torchrun --nproc-per-node N -m engine.stages.reward --config configs/posttrain/reward_sort.yaml [key.sub=value ...]
 
 Rows: pairs (prompt, chosen, rejected) or K ranked answers per prompt (all K·(K−1)/2 pairs; ties
 dropped), ranked by people (the file's order) or by ``dataset.judge`` (RLAIF). The body starts from the
@@ -10,18 +10,12 @@ output at its last token. Reports held-out pairwise accuracy.
 
 from __future__ import annotations
 
-import os
-import sys
 from functools import partial
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
 from engine.posttrain.config import PosttrainConfig
-from engine.posttrain.stage import StageRun, main
+from engine.stages.common import StageRun, posttrain_main, run_main
 
 
 def last_scores(batch: dict, values: torch.Tensor) -> torch.Tensor:
@@ -76,7 +70,7 @@ def build(cfg: PosttrainConfig) -> StageRun:
     from engine.loop import Trainer
     from engine.posttrain.batches import ListBatches, collate_pairs
     from engine.posttrain.models import ValueGPT
-    from engine.posttrain.stage import ckpt_dir, load_split, resume_or_init, setup, trainable
+    from engine.stages.common import ckpt_dir, load_split, resume_or_init, setup, trainable
 
     layout = setup(cfg)
     train, valid, info, _ = load_split(cfg, "pairs")
@@ -92,6 +86,9 @@ def build(cfg: PosttrainConfig) -> StageRun:
     return run
 
 
+def main(argv: list[str] | None = None) -> int:
+    return posttrain_main("reward", build, __doc__, argv)
+
+
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    sys.exit(main("reward", build, __doc__))
+    run_main(main)

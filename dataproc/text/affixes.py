@@ -2,16 +2,16 @@
 
 Each function answers what spaCy's compiled regex would (``prefix_search``, ``suffix_search``,
 ``infix_finditer``, ``url_match``) for ``cp[s:e]``, the slice spaCy would pass it, using the
-class bits of :func:`dataproc.filters.spacy_en.char_table` instead of regular expressions.
+class bits of :func:`dataproc.text.spacy_en.char_table` instead of regular expressions.
 Lookbehinds never see before ``s`` and lookaheads never past ``e``, as with spaCy's slices.
-:mod:`dataproc.filters.words` drives them through spaCy's tokenisation loop.
+:mod:`dataproc.text.words` drives them through spaCy's tokenisation loop.
 """
 
 from __future__ import annotations
 
 from numba import njit
 
-from dataproc.filters import spacy_en as rules
+from dataproc.text import spacy_en as rules
 
 _SA = rules.SA
 _SL = rules.SL

@@ -13,8 +13,8 @@ over code points decoded from the Arrow UTF-8 buffer, so counts and word lengths
 4. spaCy's special-case matcher pass: token runs inside one chunk that spell an exception in
    its affix-split form (``foo():`` → ``)`` ``:`` → ``):``) are re-merged.
 
-Character classes and exceptions come from :mod:`dataproc.filters.spacy_en`, the affix and
-URL rules from :mod:`dataproc.filters.affixes`. Left out: matcher hits across whitespace
+Character classes and exceptions come from :mod:`dataproc.text.spacy_en`, the affix and
+URL rules from :mod:`dataproc.text.affixes`. Left out: matcher hits across whitespace
 (spaCy keeps those tokens but lets them block overlapping in-chunk hits), which is rare.
 Tokens are emitted as ``[start, end)`` code-point spans into caller-provided scratch arrays;
 nothing is allocated per token. The whole of ``docs_sections`` (62,744 docs) tokenises to
@@ -28,8 +28,8 @@ import functools
 import numpy as np
 from numba import njit
 
-from dataproc.filters import spacy_en as rules
-from dataproc.filters.affixes import affixes_found, prefix_len, split_infixes, suffix_len, url_match
+from dataproc.text import spacy_en as rules
+from dataproc.text.affixes import affixes_found, prefix_len, split_infixes, suffix_len, url_match
 
 _WS = rules.WS
 _U_PUNCT = rules.U_PUNCT

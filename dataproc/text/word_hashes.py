@@ -23,7 +23,7 @@ import numba
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from dataproc.dedup._hashing import LEN_MASK, U64, hash16, read64, xxh64
+from dataproc.text.hashing import LEN_MASK, U64, hash16, read64, xxh64
 
 SEP, WORD, SINGLE = 0, 1, 2
 

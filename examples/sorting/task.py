@@ -6,7 +6,7 @@ positions). ``char_tokenizer`` writes a character-level HF tokenizer with the ch
 tokens, so a tiny model learns the task in minutes on CPU.
 
 Pretraining text in the task's format (the format, not the skill: each answer is a random permutation
-of the prompt's digits) comes from ``format_examples``; ``python -m engine.posttrain.sorting_task
+of the prompt's digits) comes from ``format_examples``; ``python -m examples.sorting.task
 --output task.jsonl`` writes it as chat-template text (a ``text`` column) for ``dataproc tokenize``,
 which gives the same ids as ``ChatTemplate`` when the tokenizer has the chat specials and one token
 per digit (``dataproc train-tokenizer --chat-specials --split-digits``).
@@ -42,6 +42,15 @@ TASK = "sort"  # sort | reverse
 
 def target(prompt: str, task: str | None = None) -> str:
     return "".join(sorted(prompt)) if (task or TASK) == "sort" else prompt[::-1]
+
+
+def demonstration(prompt: str, rng: random.Random, slip: float = 0.0) -> str:
+    """A demonstrator's answer: the right one, except that with probability ``slip`` the last two digits
+    come out swapped (when they differ): demonstrations a checker can rank but that are wrong as written."""
+    want = target(prompt)
+    if slip > 0 and len(want) >= 2 and want[-1] != want[-2] and rng.random() < slip:
+        return want[:-2] + want[-1] + want[-2]
+    return want
 
 
 def score(prompt: str, answer: str) -> float:
@@ -90,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2)
     a = parser.parse_args(argv)
     rows = [{"text": chat_text(p, ans)} for p, ans in format_examples(a.docs, a.digits, a.seed)]
-    print(f"sorting_task: {len(rows)} task-format documents → {write_jsonl(a.output, rows)}")
+    print(f"examples.sorting.task: {len(rows)} task-format documents → {write_jsonl(a.output, rows)}")
     return 0
 
 

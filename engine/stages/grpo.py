@@ -1,10 +1,10 @@
 """GRPO / RLOO: policy-gradient post-training from a Python reward function — no critic, no reward model.
 
-    torchrun --nproc-per-node N engine/grpo.py --config configs/posttrain/grpo_sort.yaml [key.sub=value ...]
+    torchrun --nproc-per-node N -m engine.stages.grpo --config configs/posttrain/grpo_sort.yaml [key.sub=value ...]
 
 Each iteration: take ``grpo.prompts_per_rollout`` prompts (the PPO stage's seeded order), sample
 ``grpo.group_size`` answers to each with the KV-cache generator, score every answer with
-``reward.fn`` (``module:function(prompt, answer) -> float``, e.g. ``engine.posttrain.sorting_task:score``),
+``reward.fn`` (``module:function(prompt, answer) -> float``, e.g. ``examples.sorting.task:score``),
 turn the scores into group-relative advantages (``grpo.estimator``: ``grpo`` = (r − mean)/std within the
 group, Shao et al. 2024; ``rloo`` = r − mean of the other answers, Ahmadian et al. 2024), then
 ``grpo.epochs`` passes of the clipped policy loss plus ``grpo.kl_coef`` × k3 KL to the frozen reference,
@@ -14,20 +14,14 @@ on one data-parallel rank, so its advantages need no communication.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from functools import partial
-from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
 from engine.posttrain.config import PosttrainConfig
-from engine.posttrain.stage import StageRun, main, run_iterations
+from engine.stages.common import StageRun, posttrain_main, run_iterations, run_main
 
 
 def user_text(template: Any, prompt_ids: list[int]) -> str:
@@ -64,8 +58,8 @@ class GRPO:
         from engine.loop import Trainer
         from engine.posttrain.config import load_reward_fn
         from engine.posttrain.models import token_logps
-        from engine.posttrain.stage import frozen, load_split, setup, trainable
-        from engine.ppo import CurrentBatches
+        from engine.stages.common import frozen, load_split, setup, trainable
+        from engine.stages.ppo import CurrentBatches
 
         g, t = cfg.grpo, cfg.train
         self.cfg, self.layout = cfg, setup(cfg)
@@ -92,7 +86,7 @@ class GRPO:
         from engine.posttrain.batches import model_device, sequences_batch, to_device
         from engine.posttrain.losses import group_advantages
         from engine.posttrain.models import forward_collect
-        from engine.ppo import rollout_prompts
+        from engine.stages.ppo import rollout_prompts
 
         cfg, g = self.cfg, self.cfg.grpo
         prompts = rollout_prompts(self.prompts, self.iteration, g.prompts_per_rollout, cfg.dataset.shuffle_seed,
@@ -161,12 +155,15 @@ class GRPO:
 
 
 def build(cfg: PosttrainConfig) -> StageRun:
-    from engine.posttrain.stage import ckpt_dir
+    from engine.stages.common import ckpt_dir
 
     grpo = GRPO(cfg)
     return StageRun(cfg, grpo.layout, grpo, ckpt_dir(cfg), grpo.info)
 
 
+def main(argv: list[str] | None = None) -> int:
+    return posttrain_main("grpo", build, __doc__, argv)
+
+
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    sys.exit(main("grpo", build, __doc__))
+    run_main(main)

@@ -1,6 +1,6 @@
 """Supervised fine-tuning: answer-only next-token loss on chat-templated, packed examples.
 
-    torchrun --nproc-per-node N engine/sft.py --config configs/posttrain/sft_tiny.yaml [key.sub=value ...]
+    torchrun --nproc-per-node N -m engine.stages.sft --config configs/posttrain/sft_sort.yaml [key.sub=value ...]
 
 Rows: Alpaca (instruction, input, output) or chat (messages) from Parquet/JSONL (``dataset.train``).
 Starts from the pretrained checkpoint (``checkpoint.load``); packs several examples per row with a
@@ -9,16 +9,10 @@ per-example attention mask (``sft.pack``); evaluates the loss on held-out answer
 
 from __future__ import annotations
 
-import os
-import sys
 from functools import partial
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script by torchrun: make `engine` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.posttrain.config import PosttrainConfig
-from engine.posttrain.stage import StageRun, main
+from engine.stages.common import StageRun, posttrain_main, run_main
 
 
 def sft_task(batches: object) -> object:
@@ -42,7 +36,7 @@ def build(cfg: PosttrainConfig) -> StageRun:
 
     from engine.loop import Trainer
     from engine.posttrain.batches import ListBatches, collate_sft, pack
-    from engine.posttrain.stage import ckpt_dir, load_split, resume_or_init, setup, trainable
+    from engine.stages.common import ckpt_dir, load_split, resume_or_init, setup, trainable
 
     layout = setup(cfg)
     train, valid, info, _ = load_split(cfg, "sft")
@@ -58,6 +52,9 @@ def build(cfg: PosttrainConfig) -> StageRun:
     return StageRun(cfg, layout, trainer, ckpt_dir(cfg), {**info, "packed_rows": len(rows)})
 
 
+def main(argv: list[str] | None = None) -> int:
+    return posttrain_main("sft", build, __doc__, argv)
+
+
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    sys.exit(main("sft", build, __doc__))
+    run_main(main)

@@ -1,6 +1,6 @@
 """Direct preference optimisation: the policy against a frozen reference, both from the SFT checkpoint.
 
-    torchrun --nproc-per-node N engine/dpo.py --config configs/posttrain/dpo_tiny.yaml [key.sub=value ...]
+    torchrun --nproc-per-node N -m engine.stages.dpo --config configs/posttrain/dpo_sort.yaml [key.sub=value ...]
 
 Same preference files as the reward model. The reference's sequence log-probs are computed per
 micro-batch by a second model from the same builder (forward only, the same pipeline layout), then the
@@ -10,18 +10,12 @@ answer's per-token NLL when set (RPO: near-identical pairs otherwise lower the c
 
 from __future__ import annotations
 
-import os
-import sys
 from functools import partial
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
 from engine.posttrain.config import PosttrainConfig
-from engine.posttrain.stage import StageRun, main
+from engine.stages.common import StageRun, posttrain_main, run_main
 
 
 def dpo_task(batches: object, beta: float, vocab_size: int, nll_coef: float = 0.0) -> object:
@@ -65,7 +59,7 @@ def build(cfg: PosttrainConfig) -> StageRun:
 
     from engine.loop import Trainer
     from engine.posttrain.batches import ListBatches, collate_pairs
-    from engine.posttrain.stage import ckpt_dir, frozen, load_split, resume_or_init, setup, trainable
+    from engine.stages.common import ckpt_dir, frozen, load_split, resume_or_init, setup, trainable
 
     layout = setup(cfg)
     train, valid, info, _ = load_split(cfg, "pairs")
@@ -80,6 +74,9 @@ def build(cfg: PosttrainConfig) -> StageRun:
     return StageRun(cfg, layout, trainer, ckpt_dir(cfg), info)
 
 
+def main(argv: list[str] | None = None) -> int:
+    return posttrain_main("dpo", build, __doc__, argv)
+
+
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    sys.exit(main("dpo", build, __doc__))
+    run_main(main)

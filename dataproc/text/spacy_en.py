@@ -1,7 +1,7 @@
 """spaCy's blank-English tokenizer rules, rebuilt as lookup tables for the compiled kernels.
 
 datatrove counts words with ``spacy.blank("en")`` and sentences with its sentencizer. We do
-not run spaCy: :mod:`dataproc.filters.words` re-implements its algorithm over code points, and
+not run spaCy: :mod:`dataproc.text.words` re-implements its algorithm over code points, and
 this module supplies the data that algorithm needs, built once per process:
 
 * :func:`char_table` — one ``uint32`` of class bits per code point (``0 .. 0x10FFFF``): Python's

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine import report_plots as plots
+from engine.report import plots
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STAGE_ORDER = ("pretrain", "sft", "reward", "ppo", "dpo")
 EXAMPLE = """example:
   python -m engine.report runs/demo
@@ -361,6 +361,3 @@ def main(argv: list[str] | None = None) -> int:
     print(page)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
