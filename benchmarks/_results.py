@@ -39,7 +39,7 @@ def output_dir(requested: Path | None, smoke: bool, name: str) -> Path:
 
 
 def scratch_dir(out: Path, name: str) -> Path:
-    """``out/tmp/name``: intermediate files of a run (``benchmarks/results/tmp/`` is git-ignored)."""
+    """``out/tmp/name``: intermediate files of a run (the results folder's ``tmp/`` is git-ignored)."""
     return out / "tmp" / name
 
 

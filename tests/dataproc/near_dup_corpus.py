@@ -71,6 +71,8 @@ def package_prose() -> list[str]:
     site = next(p for p in sys.path if p.endswith("site-packages"))
     docs: list[str] = []
     for path in sorted(glob.glob(f"{site}/*.dist-info/METADATA")):
+        if Path(path).parent.name.startswith("llmstack-"):  # our own README: it changes with every commit
+            continue
         body = Path(path).read_text(errors="replace").split("\n\n", 1)
         if len(body) == 2:
             docs += _chunks(re.split(r"\n\s*\n", body[1]))

@@ -93,12 +93,13 @@ def _run(corpus, out: str, keyer: MinHashKeyer) -> tuple[dict, dict[str, float]]
 def test_verified_chain_free_dedup_quality(corpus, verify: str) -> None:
     """Defaults (18 x 7 bands, threshold 0.8, ``hybrid`` verification), and the other two modes.
 
-    All: precision 1.0 measured (>= 0.99 asserted), no removal below J = 0.7 to its
-    ``duplicate_of``, no cluster wiped. Recall at J >= 0.8 with ``hybrid`` and ``exact``: 0.9985
-    measured (>= 0.99 asserted), min J to ``duplicate_of`` 0.80. With ``estimate`` alone, a pair at exactly J = t passes
+    All: precision 1.0 measured (>= 0.99 asserted), no cluster wiped; no removal below
+    J = 0.7 to its ``duplicate_of`` (``estimate``: 0.65, see below). Recall at J >= 0.8 with
+    ``hybrid`` and ``exact``: 1.000 measured (>= 0.99 asserted), min J to ``duplicate_of``
+    0.80. With ``estimate`` alone, a pair at exactly J = t passes
     ``estimate >= t`` with p ~ 0.5 (128 slots: sd ~0.035), so duplicates just above 0.8 are
-    sometimes kept: 0.954 measured at 0.8 (>= 0.93 asserted), while those with a kept copy
-    clearly above (J >= 0.85) are removed (>= 0.99 asserted). ``hybrid`` checks exactly
+    sometimes kept: 0.946 measured at 0.8 (>= 0.93 asserted), while those with a kept copy
+    clearly above (J >= 0.85) are removed (0.992; >= 0.99 asserted). ``hybrid`` checks exactly
     only the pairs whose estimate lies within 3 standard errors of the threshold.
     """
     stats, q = _run(corpus, str(corpus[3] / f"out-{verify}"), MinHashKeyer(verify=verify))
@@ -109,15 +110,17 @@ def test_verified_chain_free_dedup_quality(corpus, verify: str) -> None:
     assert c["candidates"] == c["verified"] + c["rejected"] and c["rejected"] > 0
     assert c["pending"] == c["exact_checked"]
     assert q["precision"] >= 0.99
-    assert q["min_j_to_duplicate_of"] >= 0.7
     assert q["clusters_wiped"] == 0
+    # estimate alone accepts a pair whose estimate reached 0.8 however far below its exact value is (3 SE
+    # = 0.1): 0.694-0.705 measured on corpus variants; hybrid and exact settle such pairs exactly
+    assert q["min_j_to_duplicate_of"] >= (0.65 if verify == "estimate" else 0.7)
     if verify == "estimate":
         assert c["exact_checked"] == 0
         assert q["recall"] >= 0.93
         assert q["recall_clear"] >= 0.99
     else:
         assert q["recall"] >= 0.99
-        # hybrid checks only the pairs within 3 SE of the threshold exactly: 2,013 of 3,834 candidates on this
+        # hybrid checks only the pairs within 3 SE of the threshold exactly: 1,985 of 3,399 candidates on this
         # corpus (made dense in 0.5-0.9 pairs on purpose; 27,896 of 121,870 on docs_sections), against every
         # candidate above 0.6 for exact
         assert 0 < c["exact_checked"] < (c["candidates"] if verify == "exact" else 0.6 * c["candidates"])
