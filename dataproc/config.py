@@ -67,12 +67,7 @@ class PipelineConfig:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict[str, Any] | None = None) -> PipelineConfig:
     """Read YAML (optional), apply ``key.sub=value`` overrides (values parsed as YAML), validate."""
-    try:
-        tree = load_tree(path, overrides, base)
-    except ConfigError as exc:  # the file's own errors name the file, as before
-        if exc.key == "<config file>":
-            raise ConfigError("<file>", exc.message.replace("file ", "config file ", 1)) from exc
-        raise
+    tree = load_tree(path, overrides, base)
     cfg = build(PipelineConfig, tree)
     validate(cfg)
     return cfg

@@ -192,7 +192,7 @@ def resolve_tokenizer(cfg: PretrainConfig) -> None:
     tok = cfg.tokenizer
     if tok.path is None:
         prefixes = data_prefixes(cfg)
-        meta = _sidecar(prefixes[0]) if prefixes and prefixes[0] else None
+        meta = read_sidecar(prefixes[0]) if prefixes and prefixes[0] else None
         if meta is not None:  # `dataproc tokenize` recorded the data's tokenizer beside the prefix
             info = meta.get("tokenizer", {})  # fills what the config leaves null
             tok.vocab_size = int(info["vocab_size"]) if tok.vocab_size is None else tok.vocab_size
@@ -221,10 +221,6 @@ def resolve_tokenizer(cfg: PretrainConfig) -> None:
         tok.eod_id = vocab[tok.eod_token]
 
 
-
-
-def _sidecar(prefix: str) -> dict[str, Any] | None:
-    return read_sidecar(prefix)
 
 
 def resolve_blend(cfg: PretrainConfig) -> None:

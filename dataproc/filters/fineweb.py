@@ -18,7 +18,7 @@ from numba import njit
 
 from dataproc.filters.base import FilterOutput, decisions
 from dataproc.text.buffers import text_buffers
-from dataproc.text.hashtable import hash_span, set_add, table_mask
+from dataproc.text.hashtable import batch_sizes, hash_span, set_add, table_mask
 from dataproc.text.spacy_en import WS
 from dataproc.text.words import decode_utf8, tables, tokenize_words, word_scratch
 
@@ -75,12 +75,7 @@ def _fineweb_doc(cp, n, tb, stop, fr, exclude_zero, short_len, ks, st, gen, ws) 
 
 @njit(cache=True, nogil=True)
 def _fineweb_batch(data, offsets, tb, stop, fr, exclude_zero, short_len):
-    longest = 0
-    for d in range(len(offsets) - 1):
-        longest = max(longest, offsets[d + 1] - offsets[d])
-    cap = 16
-    while cap < 2 * (longest + 1):
-        cap *= 2
+    longest, cap = batch_sizes(offsets)
     cp = np.empty(longest + 1, dtype=np.int32)
     ws = word_scratch(longest)
     ks = np.zeros(cap, dtype=np.uint64)
