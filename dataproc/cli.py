@@ -28,10 +28,12 @@ EPILOG_FILTER = """examples:
   dataproc filter --input s3://bucket/crawl/ --output out/f --config configs/dataproc/default.yaml
 """
 EPILOG_DEDUP = """examples:
-  dataproc dedup --input shards/ --output out/dedup                      # MinHash, 5-grams, 14x8 bands
+  dataproc dedup --input shards/ --output out/dedup                      # MinHash, 5-grams, 18x7 bands
   dataproc dedup --input shards/ --output out/dedup --threshold 0.8      # bands x rows from a threshold
   dataproc dedup --input shards/ --output out/exact --method exact
-  dataproc dedup --input shards/ --output out/dedup --tasks 8 --workers 2
+  dataproc dedup --input shards/ --output out/dedup --tasks 64 --workers 2
+every step runs as many tasks as its units allow (input files; bands x key ranges; component
+partitions): no step is a single task; rerun the same command to resume after a failure
 """
 EPILOG_TOKENIZE = """examples:
   dataproc tokenize --input runs/demo/data/minhash/kept --output-prefix runs/demo/tokens/web \\
@@ -119,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(hybrid, default); by the estimate alone (estimate: fastest, a pair at the threshold "
                         "itself passes half the time); or by the exact Jaccard for every candidate (exact)")
     d.add_argument("--seed", type=int, default=_d(mh, "seed"), help="hash seed (default %(default)s)")
+    d.add_argument("--warn-component-size", type=int, default=_d(mh, "warn_component_size"),
+                   help="warn, naming it, about a connected component of duplicates with more documents "
+                        "than this (default %(default)s)")
 
     r = sub.add_parser("run", help="a whole pipeline from a YAML config",
                        description="read → filters → exact dedup → MinHash dedup → write, as a YAML config "
@@ -193,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # integer options that must be >= 1 (checked before any work, named as on the command line)
 POSITIVE = ("tasks", "workers", "batch_size", "num_perm", "ngram", "bands", "rows", "unit_rows", "vocab_size",
-            "min_frequency", "max_docs", "max_bytes")
+            "min_frequency", "max_docs", "max_bytes", "warn_component_size")
 
 
 def check_options(a: argparse.Namespace) -> None:
@@ -252,7 +257,8 @@ def _cmd_dedup(a: argparse.Namespace) -> dict[str, Any]:
                                  threshold=a.threshold, verify=a.verify)
         except ValueError as exc:
             raise ConfigError("--num-perm/--bands/--rows/--threshold", str(exc)) from exc
-    return run_dedup(resolve_inputs(a.input), a.output, keyer, **_exec_options(a), **_read_options(a))
+    return run_dedup(resolve_inputs(a.input), a.output, keyer, **_exec_options(a), **_read_options(a),
+                     warn_component_size=a.warn_component_size)
 
 
 def _cmd_run(a: argparse.Namespace) -> dict[str, Any]:
@@ -367,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         hint = "" if args.verbose or isinstance(exc, DataError | ConfigError) else " (--verbose: traceback)"
         print(f"dataproc {args.command}: error: {_error_line(exc)}{hint}", file=sys.stderr)
         return 2 if isinstance(exc, DataError | ConfigError) else 1
+    for warning in summary.get("warnings", []):
+        print(f"dataproc {args.command}: warning: {warning}", file=sys.stderr)
     print(_one_line(summary))
     return 0
 

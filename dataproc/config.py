@@ -32,9 +32,13 @@ class ExecutionConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+WARN_COMPONENT_SIZE = 1000  # dedup warns about connected components larger than this
+
+
 @dataclass
 class ExactConfig:
     enabled: bool = True
+    warn_component_size: int = WARN_COMPONENT_SIZE  # warn (naming it) about a larger group of copies
 
 
 @dataclass
@@ -50,6 +54,8 @@ class MinHashConfig:
     # hybrid: signature estimate, and exact shingle Jaccard for estimates within 3 SE of the threshold;
     # estimate: the signatures alone; exact: exact Jaccard for every candidate with an estimate >= 0.75 t
     verify: str = "hybrid"
+    # warn (naming it) about a connected component of verified pairs with more documents than this
+    warn_component_size: int = WARN_COMPONENT_SIZE
 
 
 @dataclass
@@ -89,6 +95,9 @@ def validate(cfg: PipelineConfig) -> None:
         raise ConfigError("max_shard_bytes", "must be at least 1 KiB")
     for name in cfg.filters:
         check_filter_name(name)
+    for key in ("exact_dedup", "minhash"):
+        if getattr(cfg, key).warn_component_size < 1:
+            raise ConfigError(f"{key}.warn_component_size", "must be >= 1")
     m = cfg.minhash
     if m.enabled:
         if m.num_perm < 1 or m.ngram < 1:

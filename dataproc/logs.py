@@ -11,6 +11,7 @@ warnings and errors. Task log files (``logs/task_*.log``) keep everything. ``dat
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any
 
@@ -34,12 +35,28 @@ def quiet_unless_verbose() -> None:
         quiet_datatrove()
 
 
+def speed_up_loguru() -> None:
+    """Make loguru's ``logger.add`` cheap: it rescans ``sysconfig`` paths on every call (~8 ms).
+
+    datatrove adds and removes sinks around every task, so on a step of many small tasks this scan
+    was most of the per-task overhead. The scanned paths do not change within a process: cache them.
+    """
+    from loguru import _better_exceptions
+
+    formatter = _better_exceptions.ExceptionFormatter
+    if not getattr(formatter._get_lib_dirs, "_dataproc_cached", False):
+        cached = functools.cache(formatter._get_lib_dirs)
+        cached._dataproc_cached = True  # type: ignore[attr-defined]
+        formatter._get_lib_dirs = staticmethod(cached)
+
+
 def quiet_datatrove() -> None:
     """Console sinks at WARNING now and whenever datatrove sets up a task's or its default logger."""
     import datatrove.executor.base as dt_base
     import datatrove.utils.logging as dt_logging
     from loguru import logger
 
+    speed_up_loguru()
     _state["quiet"] = True
     logger.remove()
     logger.add(sys.stderr, level="WARNING")

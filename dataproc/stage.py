@@ -10,6 +10,8 @@ reruns to byte-identical output, whatever the number of tasks.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from abc import abstractmethod
 from collections import Counter
@@ -25,6 +27,15 @@ from dataproc.io.storage import Folder
 from dataproc.shards import resolve_inputs
 
 UNITS_DIR = ".units"
+
+
+def ran_on() -> dict[str, Any]:
+    """Where a unit ran (kept in its marker, for finding a slow or failing machine): host, process,
+    and on Ray the raylet's pid (two Ray nodes on one host differ by it)."""
+    where: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    if "RAY_RAYLET_PID" in os.environ:
+        where["ray_raylet_pid"] = int(os.environ["RAY_RAYLET_PID"])
+    return where
 
 
 @dataclass
@@ -74,6 +85,7 @@ class UnitStage(PipelineStep):
 
     type = "dataproc"
     name = "stage"
+    bar_unit = " docs"  # what the progress bar counts: " docs" (ticked by process) or " units"
 
     def __init__(self, output_dir: str, progress: bool = True, inputs: Sequence[str] | str = ()) -> None:
         super().__init__()
@@ -116,6 +128,17 @@ class UnitStage(PipelineStep):
     def clear(self, unit: str) -> None:
         """Remove whatever a previous, interrupted attempt at ``unit`` may have left."""
 
+    def skippable(self) -> bool:
+        """True when this step has nothing to do (the driver then does not launch it)."""
+        return False
+
+    def warm_up(self) -> None:
+        """Load this step's compiled kernels in this process (workers forked from it inherit them)."""
+
+    def report(self) -> dict[str, Any]:
+        """Extra entries for this stage's ``stats.json`` (merged from unit markers; O(units))."""
+        return {}
+
     # --- machinery ----------------------------------------------------------------------
     def unit_done(self, unit: str) -> bool:
         return self.out.exists(UNITS_DIR, f"{unit}.json")
@@ -124,16 +147,19 @@ class UnitStage(PipelineStep):
         units = self.units()
         mine = [(i, u) for i, u in enumerate(units) if i % world_size == rank]
         todo = [(i, u) for i, u in mine if not self.unit_done(u)]
-        self._bar = tqdm(desc=f"{self.name} [task {rank}/{world_size}, {len(todo)} units]", unit=" docs",
+        self._bar = tqdm(desc=f"{self.name} [task {rank}/{world_size}, {len(todo)} units]", unit=self.bar_unit,
+                         total=len(todo) if self.bar_unit == " units" else None,
                          disable=not self.progress or not todo, leave=False, mininterval=0.5)
         for i, u in todo:
             self.clear(u)
             t0 = time.perf_counter()
             stats = self.process(i, u)
+            if self.bar_unit == " units":
+                self.tick(1)
             stats.time_s = round(time.perf_counter() - t0, 3)
             if not stats.balanced():
                 raise RuntimeError(f"{self.name} unit {u}: accounting does not balance: {stats}")
-            self.out.write_json(f"{UNITS_DIR}/{u}.json", asdict(stats))
+            self.out.write_json(f"{UNITS_DIR}/{u}.json", {**asdict(stats), "ran_on": ran_on()})
             self.stat_update("units")
             self.stat_update("docs_in", value=stats.docs_in)
             self.stat_update("kept", value=stats.kept)
@@ -157,11 +183,13 @@ class UnitStage(PipelineStep):
         if missing:
             raise RuntimeError(f"{self.name}: {len(missing)} unit(s) not done yet (first: {missing[0]}); "
                                f"rerun the same command to finish them")
-        parts = [UnitStats(**self.out.read_json(f"{UNITS_DIR}/{u}.json")) for u in units]
+        parts = [UnitStats(**{k: v for k, v in self.out.read_json(f"{UNITS_DIR}/{u}.json").items() if k != "ran_on"})
+                 for u in units]
         total = merge_stats(parts)
         summary = {"stage": self.name, "units": len(units), **asdict(total),
                    "removed_total": sum(total.removed.values()),
                    "quarantined_total": sum(total.quarantined.values()),
                    "balanced": total.balanced()}
         summary["time_s"] = round(summary["time_s"], 3)
+        summary.update(self.report())
         return summary

@@ -239,7 +239,7 @@ def run_tokenize(inputs: list[str], prefix: str, tokenizer: TokenizerSpec, worke
     A rerun of the same job resumes (finished units are kept); a different job aimed at the same
     prefix is refused unless ``overwrite``.
     """
-    from dataproc.pipeline import Execution, Step, launch
+    from dataproc.execution import Execution, Step, launch
 
     if "://" in prefix:
         raise DataError(prefix, "the output prefix must be a local path (megatron memory-maps .bin/.idx)")

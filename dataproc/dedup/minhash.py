@@ -154,6 +154,81 @@ def _all_shingles(data: np.ndarray, offsets: np.ndarray, ngram: int) -> tuple[np
     return values[: out_off[n]].copy(), out_off
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sorted_unique(keys: np.ndarray, n: int, tmp: np.ndarray, counts: np.ndarray, out: np.ndarray, m: int) -> int:
+    """Append the sorted distinct values of ``keys[:n]`` to ``out[m:]``; return the new end.
+
+    The keys are avalanched hashes, so a counting scatter by their top ``log2(n)`` bits leaves
+    each value within its small bucket, and one insertion-sort pass finishes in linear expected
+    time: ~4x faster than ``np.sort`` on these few-hundred-value runs.
+    """
+    if n == 0:
+        return m
+    b = 1
+    while (1 << b) < n and b < 16:
+        b += 1
+    shift = U32(32 - b)
+    nb = 1 << b
+    for i in range(nb + 1):
+        counts[i] = 0
+    for i in range(n):
+        counts[(keys[i] >> shift) + 1] += 1
+    for i in range(nb):
+        counts[i + 1] += counts[i]
+    for i in range(n):
+        k = keys[i] >> shift
+        tmp[counts[k]] = keys[i]
+        counts[k] += 1
+    for i in range(1, n):
+        x = tmp[i]
+        j = i - 1
+        while j >= 0 and tmp[j] > x:
+            tmp[j + 1] = tmp[j]
+            j -= 1
+        tmp[j + 1] = x
+    for i in range(n):
+        if i == 0 or tmp[i] != tmp[i - 1]:
+            out[m] = tmp[i]
+            m += 1
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def _signatures_and_sets(data: np.ndarray, offsets: np.ndarray, ngram: int, a: np.ndarray, b: np.ndarray,
+                         out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Signatures into ``out`` and, from the same shingles, each document's sorted unique 32-bit keys (CSR)."""
+    n = offsets.shape[0] - 1
+    longest = 0
+    for d in range(n):
+        longest = max(longest, offsets[d + 1] - offsets[d])
+    buffers = scratch(longest)
+    whash = buffers[3]
+    xs = np.empty(longest + 1, dtype=np.uint64)
+    keys = np.empty(longest + 1, dtype=np.uint32)
+    tmp = np.empty(longest + 1, dtype=np.uint32)
+    counts = np.empty((1 << 16) + 1, dtype=np.int64)
+    cap = data.shape[0] // 4 + 1024  # ~6 bytes a word in prose: grown below when a text is denser
+    vals = np.empty(cap, dtype=np.uint32)
+    set_off = np.zeros(n + 1, dtype=np.int64)
+    m = 0
+    for d in range(n):
+        row = out[d]
+        row[:] = EMPTY
+        nw = doc_word_hashes(data, offsets[d], offsets[d + 1], buffers)
+        ns = _shingle_hashes(whash, nw, ngram, xs)
+        _min_permutations(xs, ns, a, b, row)
+        for i in range(ns):
+            keys[i] = U32(xs[i] >> U64(32))
+        if m + ns > cap:
+            cap = max(2 * cap, m + ns)
+            grown = np.empty(cap, dtype=np.uint32)
+            grown[:m] = vals[:m]
+            vals = grown
+        m = _sorted_unique(keys, ns, tmp, counts, vals, m)
+        set_off[d + 1] = m
+    return vals[:m].copy(), set_off
+
+
 Texts = Sequence[str] | pa.Array | pa.ChunkedArray | object
 
 
@@ -214,6 +289,18 @@ class MinHasher:
         with _numba_threads(self.threads):
             _signature_parallel(data, offsets, bounds, self.ngram, self.a, self.b, out)
         return out
+
+    def signatures_and_sets(self, texts: Texts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(signatures, values, offsets)``: the signatures and, from the same pass, each document's
+        shingle set as the sorted unique 32-bit keys the permutations see (``s >> 32``), as CSR
+        (document ``i`` is ``values[offsets[i]:offsets[i + 1]]``). Exact Jaccard of two rows is the
+        Jaccard of these key sets (two shingles share a key with p ~ 2^-32)."""
+        data, offsets = _as_buffers(texts)
+        out = np.empty((len(offsets) - 1, self.num_perm), dtype=np.uint32)
+        vals, off = _signatures_and_sets(np.ascontiguousarray(data, dtype=np.uint8),
+                                         np.ascontiguousarray(offsets, dtype=np.int64), self.ngram, self.a,
+                                         self.b, out)
+        return out, vals, off
 
     def shingle_hashes(self, texts: Texts) -> tuple[np.ndarray, np.ndarray]:
         """The 64-bit shingle hashes of every document, as CSR ``(values, offsets)``.

@@ -26,6 +26,11 @@ class Folder:
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self._protocol = self.url.split("://", 1)[0] + "://" if "://" in self.url else ""
 
+    @property
+    def is_local(self) -> bool:
+        """On this machine's filesystem (plain path or ``file://``): files can be opened directly."""
+        return self._protocol in ("", "file://")
+
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
@@ -86,6 +91,14 @@ class Folder:
         return json.loads(self.read_bytes(rel))
 
     def save_npy(self, rel: str, arr: np.ndarray) -> None:
+        if self.is_local:  # straight to the file: no in-memory copy of a large array
+            final = self.path(rel)
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            tmp = self._tmp(final)
+            with open(tmp, "wb") as f:
+                np.save(f, arr, allow_pickle=False)
+            os.replace(tmp, final)
+            return
         buf = io.BytesIO()
         np.save(buf, arr, allow_pickle=False)
         self.write_bytes(rel, buf.getvalue())

@@ -137,17 +137,3 @@ def test_unverified_components_fail_on_this_corpus(corpus) -> None:
     q = quality(len(docs), sims, {int(i): int(r) for i, r in zip(ids, rep, strict=True) if i != r})
     print("old rule", q)
     assert q["min_j_to_duplicate_of"] < 0.5 and q["clusters_wiped"] > 0 and q["precision"] < 0.99
-
-
-def test_exact_checks_in_small_blocks_give_the_same_removals(corpus, monkeypatch) -> None:
-    """Pending pairs settled two blocks at a time (97 docs per block here) = all at once."""
-    from dataproc.dedup import stages
-
-    out_all, out_blocks = str(corpus[3] / "blocks-all"), str(corpus[3] / "blocks-97")
-    run_dedup(corpus[2], out_all, MinHashKeyer(), progress=False)
-    monkeypatch.setattr(stages, "EXACT_BLOCK_DOCS", 97)
-    stats = run_dedup(corpus[2], out_blocks, MinHashKeyer(), progress=False)
-    assert stats["clusters"]["exact_checked"] > 1000
-    cols = ["id", "duplicate_of"]
-    assert pq.read_table(f"{out_all}/removed", columns=cols).to_pylist() == \
-        pq.read_table(f"{out_blocks}/removed", columns=cols).to_pylist()

@@ -1,7 +1,10 @@
-"""`dataproc run` on a real local Ray cluster writes byte-identical output to the local executor.
+"""`dataproc run` on a real two-node Ray cluster writes byte-identical output to the local executor.
 
-A head node is started with ``ray start`` in its own temp dir; the CLI runs in a subprocess and
-joins it through ``RAY_ADDRESS``, so tasks run in Ray worker processes, not in local mode.
+Two Ray nodes (a head and a second raylet, one CPU each) run on this machine in their own temp
+dir; the CLI runs in a subprocess and joins them through ``RAY_ADDRESS``, so tasks run in Ray
+worker processes, not in local mode. With one CPU per node and two workers, concurrent tasks
+land on both nodes: each unit marker records the raylet it ran under, and the test checks that
+units of the run ran on both.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ exact_dedup: {enabled: true}
 minhash: {enabled: true, num_perm: 128, ngram: 5, bands: 18, rows: 7, threshold: 0.8}
 """
 # Fields that measure time, not data: they differ between any two runs, on any executor.
-TIMINGS = {"time_s", "wall_s", "verify_s"}
+TIMINGS = {"time_s", "wall_s", "verify_s", "ran_on"}
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -97,19 +100,26 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ray_bin = Path(sys.executable).with_name("ray")
     # Ray's socket paths must stay short (< 108 chars), so not under pytest's deep tmp dirs.
     temp_dir = Path(f"/tmp/ray-dp-{os.getpid()}")
-    cmd = [str(ray_bin), "start", "--head", "--port=0", "--num-cpus=2", "--include-dashboard=false",
-           "--object-store-memory=100000000", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    common = ["--num-cpus=1", "--object-store-memory=80000000", "--disable-usage-stats"]
     # On 2 busy cores a worker can take more than Ray's default 60 s to register; Ray then kills it and
     # the run stalls. Give registration (and the GCS health checks) room, as a loaded CI machine needs.
     slow_ok = {"RAY_worker_register_timeout_seconds": "600", "RAY_health_check_timeout_ms": "60000",
                "RAY_health_check_failure_threshold": "20"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(**slow_ok), timeout=120)
-    if out.returncode != 0:
-        pytest.fail(f"ray start failed:\n{out.stdout}\n{out.stderr}")
-    match = re.search(r"ray start --address='([^']+)'", out.stdout + out.stderr)
-    assert match, out.stdout + out.stderr
+    head = subprocess.run([str(ray_bin), "start", "--head", "--port=0", "--include-dashboard=false",
+                           f"--temp-dir={temp_dir}", *common], capture_output=True, text=True,
+                          env=_env(**slow_ok), timeout=120)
+    if head.returncode != 0:
+        pytest.fail(f"ray start --head failed:\n{head.stdout}\n{head.stderr}")
+    match = re.search(r"ray start --address='([^']+)'", head.stdout + head.stderr)
+    assert match, head.stdout + head.stderr
+    address = match.group(1)
     try:
-        yield match.group(1)
+        # a second node: its own raylet (and object store) joining the head, as on another machine
+        node = subprocess.run([str(ray_bin), "start", f"--address={address}", *common], capture_output=True,
+                              text=True, env=_env(**slow_ok), timeout=120)
+        if node.returncode != 0:
+            pytest.fail(f"ray start --address failed:\n{node.stdout}\n{node.stderr}")
+        yield address
     finally:
         # `ray stop` would stop every Ray cluster of this user: stop only ours, found by its temp dir.
         _stop(_with_descendants(_pids_mentioning(str(temp_dir))))
@@ -152,7 +162,7 @@ def test_ray_cluster_matches_local_executor(tmp_path: Path, ray_address: str) ->
     config.write_text(f"input: {_inputs(tmp_path)}\n" + CONFIG)
     local, ray = tmp_path / "local", tmp_path / "ray"
     _run(config, local, env=_env())
-    _run(config, ray, "execution.executor=ray", env=_env(RAY_ADDRESS=ray_address))
+    _run(config, ray, "execution.executor=ray", "execution.workers=2", env=_env(RAY_ADDRESS=ray_address))
 
     # The Ray run really went through datatrove's Ray executor (its completion markers).
     assert list((ray / "logs").glob("*-filter/tasks-3/completions/*")), "no Ray task completions"
@@ -172,3 +182,7 @@ def test_ray_cluster_matches_local_executor(tmp_path: Path, ray_address: str) ->
         assert _without_timings(left) == _without_timings(right), name
     stats = json.loads((ray / "stats.json").read_text())
     assert stats["balanced"] and stats["docs_in"] == ROWS
+    # units ran under both raylets (nodes), and none in the driver
+    raylets = {json.loads(p.read_text())["ran_on"].get("ray_raylet_pid") for p in ray.rglob(".units/*.json")
+               if p.stem != "summary"}
+    assert None not in raylets and len(raylets) == 2, raylets

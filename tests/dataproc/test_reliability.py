@@ -45,7 +45,7 @@ def _config(tmp: Path, corpus_dir: Path, out: Path, lid: Path) -> Path:
     return cfg
 
 
-def _run(cfg: Path, kill_when: tuple[str, int] | None = None) -> int:
+def _run(cfg: Path, kill_when: tuple | None = None) -> int:
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "dataproc", "run", str(cfg), "--no-progress"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -54,9 +54,10 @@ def _run(cfg: Path, kill_when: tuple[str, int] | None = None) -> int:
         assert proc.returncode == 0, err.decode()[-2000:]
         return 0
     units_dir, count = Path(kill_when[0]), kill_when[1]
+    pattern = kill_when[2] if len(kill_when) > 2 else "*.json"
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        if units_dir.exists() and len(list(units_dir.glob("*.json"))) >= count:
+        if units_dir.exists() and len(list(units_dir.glob(pattern))) >= count:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             return -9
@@ -75,9 +76,11 @@ def test_kill_9_then_rerun_is_byte_identical(tmp_path, corpus, lid_model):
     _run(_config(tmp_path, corpus_dir, ref, lid_model))
     out = tmp_path / "killed"
     cfg = _config(tmp_path, corpus_dir, out, lid_model)
-    # Kill in the filter stage, then again inside the MinHash stage, then let it finish.
+    # Kill in the filter stage, then inside the MinHash stage's keys, then between its components
+    # rounds, then let it finish.
     assert _run(cfg, (str(out / "filter/.units"), 3)) == -9
     assert _run(cfg, (str(out / "minhash/.units"), 2)) == -9
+    assert _run(cfg, (str(out / "minhash/.units"), 1, "cc-r01-*.json")) == -9
     _run(cfg)
     want, got = _outputs(ref), _outputs(out)
     assert sorted(got) == sorted(want) and len(want) > 10

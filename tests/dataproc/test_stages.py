@@ -188,7 +188,9 @@ def test_slurm_plan_chains_every_step_and_resolves_inputs_late(tmp_path, tiny_se
     import dill
 
     from dataproc.config import load_config
-    from dataproc.pipeline import Execution, Step, Summary, plan_pipeline, slurm_chain
+    from dataproc.dedup.stages import MAX_CC_ROUNDS
+    from dataproc.execution import Execution, Step, Summary, slurm_chain
+    from dataproc.pipeline import plan_pipeline
 
     out = tmp_path / "plan"
     cfg = load_config(None, ["filters={gopher_quality: {}}", "execution.tasks=8"],
@@ -197,10 +199,13 @@ def test_slurm_plan_chains_every_step_and_resolves_inputs_late(tmp_path, tiny_se
     chain = slurm_chain([*steps, Step(Summary(str(out), stages, True), 1)], Folder(str(out)).sub("logs"),
                         Execution("slurm", 8, 4, {"partition": "cpu", "time": "01:00:00"}))
     names = [c.job_name.split("-", 2)[2] for c in chain]
-    assert names == ["filter", *["dedup-keys", "dedup-buckets", "dedup-clusters", "dedup-filter"] * 2, "summary"]
+    rounds = [f"dedup-components-r{k:02d}" for k in range(1, MAX_CC_ROUNDS + 1)]
+    dedup = ["dedup-keys", "dedup-buckets", *rounds, "dedup-keep", "dedup-filter"]
+    assert names == ["filter", *dedup * 2, "summary"]
     assert all(c.depends is p for p, c in itertools.pairwise(chain)) and chain[0].depends is None
-    # bucket units are band x key range (the ranges grow with the input files): every task gets some
-    assert [c.tasks for c in chain] == [8, 8, 8, 1, 8, 8, 8, 1, 8, 1]
+    # no dedup step is a single task any more: every step but the summary gets the 8 tasks (a task
+    # with no unit, or a components round after convergence, ends at once)
+    assert [c.tasks for c in chain] == [8] * (len(chain) - 1) + [1]
     exact_keys = steps[1].step
     assert exact_keys._inputs is None and exact_keys._inputs_spec.endswith("filter/kept")
     assert not out.exists()  # planning wrote nothing
