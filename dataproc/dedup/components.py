@@ -73,8 +73,14 @@ class DedupComponents(DedupStep):
         return round_units(self.round_index, self.parts)
 
     def skippable(self) -> bool:
-        """An earlier round's input was converged (its routes are final): O(rounds x partitions) markers."""
-        return self.round_index > 1 and converged_round(self, self.round_index - 1) is not None
+        """An earlier round's input was converged (its routes are final): O(rounds x partitions) markers,
+        read once per process (earlier rounds are complete before this one starts)."""
+        if self.__dict__.get("_skip") is None:
+            self.__dict__["_skip"] = self.round_index > 1 and converged_round(self, self.round_index - 1) is not None
+        return self.__dict__["_skip"]
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_skip": None}
 
     def process(self, unit_index: int, unit: str) -> UnitStats:
         k, p, parts, work = self.round_index, unit_index, self.parts, self.work

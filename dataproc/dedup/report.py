@@ -74,7 +74,7 @@ def dedup_report(step: DedupStep) -> dict[str, Any]:
             "component_rounds": converged_round(step),
             "similarity": similarity_summary(similarity if similarity is not None else np.zeros(2, np.int64)),
             "warn_component_size": step.warn_component_size}
-    warnings = [f"{step.keyer.name} dedup: a connected component of {c['size']:,} near-duplicate documents "
+    warnings = [f"{step.keyer.name} dedup: a connected component of {c['size']:,} documents linked as duplicates "
                 f"(earliest id {c['earliest_id']!r}, also {c['other_id']!r}) exceeds warn_component_size="
                 f"{step.warn_component_size}: a template or boilerplate page, or a threshold too low for this "
                 f"corpus? Inspect its removed/ rows (duplicate_of) before trusting them"

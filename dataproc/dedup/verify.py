@@ -243,24 +243,48 @@ def verify_buckets(keys: np.ndarray, docs: np.ndarray, rows_of: np.ndarray, sigs
 
 
 @numba.njit(cache=True, nogil=True)
-def _greedy(src: np.ndarray, dst: np.ndarray, eq: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """``dup[i]`` = index of the kept document ``i`` duplicates, or -1 if ``i`` is kept.
+def _is_removed(removed: np.ndarray, n: int, doc: int) -> bool:
+    """Binary search of ``doc`` in the sorted ``removed[:n]``."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if removed[mid] < doc:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < n and removed[lo] == doc
 
-    Edges are sorted by source, best first; every ``dst < src``, so the fate of ``dst`` is
-    settled before ``src`` is visited.
-    """
-    dup = np.full(m, -1, dtype=np.int64)
-    sim = np.zeros(m, dtype=np.int64)
+
+@numba.njit(cache=True, nogil=True)
+def _greedy(src: np.ndarray, dst: np.ndarray, eq: np.ndarray, order: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Walk the edges in ``order`` (by source, best first); a source is removed for its first edge to a
+    document not removed. Every ``dst < src`` was settled before ``src`` (sources ascend), and the
+    removed sources are appended in ascending order, so membership is a binary search."""
+    groups = 0
+    for i in range(order.shape[0]):
+        if i == 0 or src[order[i]] != src[order[i - 1]]:
+            groups += 1
+    removed = np.empty(groups, np.int64)
+    dup = np.empty(groups, np.int64)
+    sim = np.empty(groups, np.int64)
+    n = 0
     i = 0
-    ne = src.shape[0]
+    ne = order.shape[0]
     while i < ne:
-        s = src[i]
-        while i < ne and src[i] == s:
-            if dup[s] < 0 and dup[dst[i]] < 0:
-                dup[s] = dst[i]
-                sim[s] = eq[i]
+        s = src[order[i]]
+        chosen = -1
+        while i < ne and src[order[i]] == s:
+            k = order[i]
+            if chosen < 0 and dst[k] < s and not _is_removed(removed, n, dst[k]):
+                chosen = k
             i += 1
-    return dup, sim
+        if chosen >= 0:
+            removed[n] = s
+            dup[n] = dst[chosen]
+            sim[n] = eq[chosen]
+            n += 1
+    return removed[:n].copy(), dup[:n].copy(), sim[:n].copy()
 
 
 def greedy_keep(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -268,17 +292,13 @@ def greedy_keep(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     The rule of the module docstring: a document is removed iff it has an edge to an earlier,
     kept document; ``duplicate_of`` is the most similar one (ties: the smallest doc id).
-    Outputs are sorted by removed doc id.
+    Outputs are sorted by removed doc id. Edges with ``doc <= earlier doc`` are ignored. Memory:
+    one sort index and the outputs (~16 bytes an edge besides the input; edges are read in place).
     """
     edges = np.asarray(edges, dtype=np.int64).reshape(-1, 3)
-    edges = edges[edges[:, 0] > edges[:, 1]]
     if len(edges) == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty.copy(), empty.copy()
-    ids, inv = np.unique(edges[:, :2].ravel(), return_inverse=True)
-    inv = inv.reshape(-1, 2)
-    order = np.lexsort((inv[:, 1], -edges[:, 2], inv[:, 0]))
-    dup, sim = _greedy(np.ascontiguousarray(inv[order, 0]), np.ascontiguousarray(inv[order, 1]),
-                       np.ascontiguousarray(edges[order, 2]), ids.size)
-    removed = np.flatnonzero(dup >= 0)
-    return ids[removed], ids[dup[removed]], sim[removed]
+    src, dst, eq = edges[:, 0], edges[:, 1], edges[:, 2]
+    order = np.lexsort((dst, -eq, src))
+    return _greedy(src, dst, eq, order)

@@ -182,10 +182,21 @@ def read_partition(folder: Folder, rel: str, part: int) -> np.ndarray:
 
 
 def read_partitions(folder: Folder, rels: Sequence[str], part: int, width: int) -> np.ndarray:
-    """Partition ``part`` of each array in ``rels``, stacked (``width`` columns when all are empty)."""
-    pieces = [read_partition(folder, rel, part) for rel in rels]
-    pieces = [p for p in pieces if len(p)]
-    return np.concatenate(pieces) if pieces else np.zeros((0, width), np.int64)
+    """Partition ``part`` of each array in ``rels``, stacked (``width`` columns when all are empty).
+
+    The index files are read first, so the result is filled in place: no second copy in memory.
+    """
+    bounds = [NpyFile(folder, index_name(rel)).slice(part, part + 2) for rel in rels]
+    files = [(rel, int(b[0]), int(b[1])) for rel, b in zip(rels, bounds, strict=True) if b[1] > b[0]]
+    if not files:
+        return np.zeros((0, width), np.int64)
+    first = NpyFile(folder, files[0][0])
+    out = np.empty((sum(hi - lo for _, lo, hi in files), *first.row_shape), first.dtype)
+    at = 0
+    for rel, lo, hi in files:
+        out[at:at + hi - lo] = NpyFile(folder, rel).slice(lo, hi)
+        at += hi - lo
+    return out
 
 
 def save_blob(folder: Folder, rel: str, strings: Sequence[bytes] | np.ndarray, offsets: np.ndarray | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -48,6 +49,28 @@ def test_default_config_loads_and_overrides_apply():
     assert cfg.minhash.threshold == 0.8 and cfg.minhash.bands is None
     assert list(cfg.filters) == ["gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality",
                                  "language", "harmful"]
+
+
+@pytest.mark.parametrize("path", ["configs/dataproc/default.yaml", "configs/dataproc/demo.yaml"])
+def test_shipped_configs_keep_the_documented_dedup_defaults(path):
+    """The configs users start from (and `make demo`) get the default verification, not a weaker one,
+    and default.yaml documents every verify mode."""
+    from dataproc.config import MinHashConfig
+    from llmstack.config import field_default
+
+    cfg = load_config(path, ["input=a.parquet", "output=o"])
+    assert cfg.minhash.verify == field_default(MinHashConfig, "verify") == "hybrid"
+    assert cfg.minhash.warn_component_size == cfg.exact_dedup.warn_component_size == 1000
+    if path.endswith("default.yaml"):
+        text = Path(path).read_text()
+        assert all(f"# {mode}:" in text for mode in ("hybrid", "estimate", "exact"))
+
+
+def test_dedup_help_names_the_default_bands(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["dedup", "--help"])
+    text = capsys.readouterr().out
+    assert "18x7 bands" in text and "14x8" not in text and "--warn-component-size" in text
 
 
 def test_unknown_filter_option_is_named():

@@ -176,4 +176,4 @@ def test_stats_list_largest_components_and_similarities(corpus, reference, tmp_p
     warnings = [line for line in proc.stderr.splitlines() if "warning:" in line]
     big = [m for m in comps if len(m) > len(comps[0]) - 1]
     assert len(warnings) == len(big) and repr(ids[comps[0][0]]) in warnings[0], proc.stderr
-    assert f"{len(comps[0]):,} near-duplicate documents" in warnings[0]
+    assert f"{len(comps[0]):,} documents linked as duplicates" in warnings[0]
