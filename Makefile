@@ -11,7 +11,7 @@ export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
 export HF_HUB_OFFLINE := 1
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv lock check-latest demo test test-slow lint posttrain-check bench-data bench-train bench-kernels compile-sm90 bench-smoke clean
+.PHONY: venv lock check-latest demo test test-slow lint posttrain-check bench-data bench-scale bench-train bench-kernels compile-sm90 bench-smoke clean
 
 # constraints.txt pins every dependency to the versions the suite was last run with (`make lock` rewrites
 # it from .venv; `make check-latest` reports what today's newest releases would change or break).
@@ -88,6 +88,11 @@ bench-data: venv
 	$(BIN)/python benchmarks/langid.py
 	$(BIN)/python benchmarks/minhash.py
 	$(BIN)/python benchmarks/tokenization.py
+
+## MinHash dedup as the corpus grows: time and per-task peak RSS of every step at 1x/4x/16x/64x docs_sections
+## (the shared tool's corpora, up to 4 M documents), 1 and 2 workers, datatrove on 1x (about an hour)
+bench-scale: venv
+	$(BIN)/python benchmarks/dedup_scale.py
 
 ## training step time: the engine vs a plain PyTorch model of the same architecture (CPU)
 bench-train: venv

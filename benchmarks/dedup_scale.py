@@ -17,7 +17,7 @@ Per scale, with as many tasks as input files:
   must be byte-identical;
 * on 1x, datatrove's own MinHash dedup (``benchmarks/minhash.py``'s four stages) in the same run.
 
-    python benchmarks/dedup_scale.py                      # 1x 4x 16x 64x (64x: ~4 M documents, ~15 min)
+    python benchmarks/dedup_scale.py                      # 1x 4x 16x 64x: about an hour (64x: ~4 M documents, ~30 min)
     python benchmarks/dedup_scale.py --scales 16 --repeats 4   # one scale, more timing repeats
     python benchmarks/dedup_scale.py --smoke              # 2 small scales: harness check (temporary folder)
 

@@ -112,12 +112,19 @@ def _min_permutations(xs: np.ndarray, ns: int, a: np.ndarray, b: np.ndarray, row
 
 
 @numba.njit(cache=True, nogil=True)
-def _signature_range(data: np.ndarray, offsets: np.ndarray, lo: int, hi: int, ngram: int, a: np.ndarray,
-                     b: np.ndarray, out: np.ndarray) -> None:
-    """Signatures of documents ``lo..hi-1`` into ``out`` rows ``lo..hi-1``."""
+def _longest(offsets: np.ndarray, lo: int, hi: int) -> int:
+    """Byte length of the longest of documents ``lo..hi-1`` (sizes the per-document scratch)."""
     longest = 0
     for d in range(lo, hi):
         longest = max(longest, offsets[d + 1] - offsets[d])
+    return longest
+
+
+@numba.njit(cache=True, nogil=True)
+def _signature_range(data: np.ndarray, offsets: np.ndarray, lo: int, hi: int, ngram: int, a: np.ndarray,
+                     b: np.ndarray, out: np.ndarray) -> None:
+    """Signatures of documents ``lo..hi-1`` into ``out`` rows ``lo..hi-1``."""
+    longest = _longest(offsets, lo, hi)
     buffers = scratch(longest)
     whash = buffers[3]
     xs = np.empty(longest + 1, dtype=np.uint64)
@@ -140,9 +147,7 @@ def _signature_parallel(data: np.ndarray, offsets: np.ndarray, bounds: np.ndarra
 @numba.njit(cache=True, nogil=True)
 def _all_shingles(data: np.ndarray, offsets: np.ndarray, ngram: int) -> tuple[np.ndarray, np.ndarray]:
     n = offsets.shape[0] - 1
-    longest = 0
-    for d in range(n):
-        longest = max(longest, offsets[d + 1] - offsets[d])
+    longest = _longest(offsets, 0, n)
     buffers = scratch(longest)
     whash = buffers[3]
     values = np.empty(data.shape[0] + n, dtype=np.uint64)
@@ -198,9 +203,7 @@ def _signatures_and_sets(data: np.ndarray, offsets: np.ndarray, ngram: int, a: n
                          out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Signatures into ``out`` and, from the same shingles, each document's sorted unique 32-bit keys (CSR)."""
     n = offsets.shape[0] - 1
-    longest = 0
-    for d in range(n):
-        longest = max(longest, offsets[d + 1] - offsets[d])
+    longest = _longest(offsets, 0, n)
     buffers = scratch(longest)
     whash = buffers[3]
     xs = np.empty(longest + 1, dtype=np.uint64)
