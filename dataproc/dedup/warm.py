@@ -12,6 +12,7 @@ import pyarrow as pa
 
 def warm_up(keyer: object) -> None:
     """Run each kernel a dedup step may call once, on a tiny input."""
+    from dataproc.dedup.buckets import gather_runs
     from dataproc.dedup.clusters import connected_components
     from dataproc.dedup.verify import bucket_order, exact_jaccard_pairs, greedy_keep, verify_buckets
     from dataproc.shards import _validate
@@ -30,5 +31,10 @@ def warm_up(keyer: object) -> None:
             exact_jaccard_pairs(csr[0], csr[1], np.array([0]), np.array([1]))
     else:
         keyer.keys(good)
+    # The buckets step gathers shingle sets from read-only memory maps: a type of its own to numba.
+    sets = np.arange(4, dtype=np.uint32)
+    sets.flags.writeable = False
+    gather_runs(sets, np.array([0]), np.array([2]))
     connected_components(np.array([[2, 1]], np.int64))
-    greedy_keep(np.array([[2, 1, 1]], np.int64))
+    # Two edges: the columns of a one-row array are contiguous, of a longer one strided.
+    greedy_keep(np.array([[2, 1, 1], [3, 1, 1]], np.int64))

@@ -177,3 +177,39 @@ def test_stats_list_largest_components_and_similarities(corpus, reference, tmp_p
     big = [m for m in comps if len(m) > len(comps[0]) - 1]
     assert len(warnings) == len(big) and repr(ids[comps[0][0]]) in warnings[0], proc.stderr
     assert f"{len(comps[0]):,} documents linked as duplicates" in warnings[0]
+
+
+WARM_CHECK = """
+import json, sys
+import numba
+from dataproc.dedup.stages import MinHashKeyer
+from dataproc.dedup.warm import warm_up
+from dataproc.pipeline import run_dedup
+
+def overloads():
+    found = {}
+    for name, mod in list(sys.modules.items()):
+        if name.startswith("dataproc"):
+            for attr, obj in vars(mod).items():
+                if isinstance(obj, numba.core.registry.CPUDispatcher):
+                    found[f"{obj.py_func.__module__}.{obj.py_func.__qualname__}"] = len(obj.overloads)
+    return found
+
+keyer = MinHashKeyer()
+warm_up(keyer)
+before = overloads()
+run_dedup(sys.argv[2:], sys.argv[1], keyer, tasks=3, workers=1, files_per_partition=1, progress=False)
+after = overloads()
+print(json.dumps({k: [before.get(k, 0), n] for k, n in after.items() if n != before.get(k, 0)}))
+"""
+
+
+def test_warm_up_loads_every_kernel_the_steps_run(corpus, tmp_path) -> None:
+    """Local workers are forked after ``warm_up``: a kernel (or a type signature) it leaves out is loaded,
+    or compiled, again in every worker of every step. Run in a fresh process, where nothing else ran."""
+    _, _, paths, _ = corpus
+    proc = subprocess.run([sys.executable, "-c", WARM_CHECK, str(tmp_path / "out"), *paths],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    missed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert missed == {}, f"kernels first run after warm_up ({{name: [overloads before, after]}}): {missed}"
