@@ -175,10 +175,15 @@ def index_name(rel: str) -> str:
     return rel[:-4] + "-index.npy" if rel.endswith(".npy") else rel + "-index.npy"
 
 
+def _partition_rows(folder: Folder, rel: str, part: int) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of partition ``part`` in a :func:`save_partitioned` array (one small read)."""
+    index = NpyFile(folder, index_name(rel)).slice(part, part + 2)
+    return int(index[0]), int(index[1])
+
+
 def read_partition(folder: Folder, rel: str, part: int) -> np.ndarray:
     """Partition ``part`` of a :func:`save_partitioned` array (two small reads and one range)."""
-    index = NpyFile(folder, index_name(rel)).slice(part, part + 2)
-    return NpyFile(folder, rel).slice(int(index[0]), int(index[1]))
+    return NpyFile(folder, rel).slice(*_partition_rows(folder, rel, part))
 
 
 def read_partitions(folder: Folder, rels: Sequence[str], part: int, width: int) -> np.ndarray:
@@ -186,8 +191,7 @@ def read_partitions(folder: Folder, rels: Sequence[str], part: int, width: int) 
 
     The index files are read first, so the result is filled in place: no second copy in memory.
     """
-    bounds = [NpyFile(folder, index_name(rel)).slice(part, part + 2) for rel in rels]
-    files = [(rel, int(b[0]), int(b[1])) for rel, b in zip(rels, bounds, strict=True) if b[1] > b[0]]
+    files = [(rel, lo, hi) for rel in rels for lo, hi in [_partition_rows(folder, rel, part)] if hi > lo]
     if not files:
         return np.zeros((0, width), np.int64)
     first = NpyFile(folder, files[0][0])
