@@ -92,6 +92,7 @@ bench-data: venv
 ## MinHash dedup as the corpus grows: time and per-task peak RSS of every step at 1x/4x/16x/64x docs_sections
 ## (the shared tool's corpora, up to 4 M documents), 1 and 2 workers, datatrove on 1x (about an hour)
 bench-scale: venv
+	$(BIN)/python benchmarks/local_executor.py
 	$(BIN)/python benchmarks/dedup_scale.py
 
 ## training step time: the engine vs a plain PyTorch model of the same architecture (CPU)
@@ -115,6 +116,7 @@ bench-smoke: venv
 	$(BIN)/python benchmarks/tokenization.py --smoke
 	$(BIN)/python benchmarks/pipeline.py --smoke
 	$(BIN)/python benchmarks/dedup_scale.py --smoke
+	$(BIN)/python benchmarks/local_executor.py --smoke
 	$(BIN)/python benchmarks/train_cpu.py --smoke
 	$(BIN)/python benchmarks/kernels.py --smoke
 

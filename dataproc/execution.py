@@ -9,7 +9,9 @@ writes every stage's ``stats.json`` and, for a chained pipeline, the top-level b
 
 Local workers are forked from this process (``start_method="fork"`` on Linux) after the step has
 warmed up its compiled kernels (:meth:`~dataproc.stage.UnitStage.warm_up`), so a step's pool starts
-in milliseconds instead of re-importing and re-loading numba's cache in every worker.
+in milliseconds instead of re-importing and re-loading numba's cache in every worker. The local
+executor is datatrove's, less its per-task Manager round trips
+(:class:`~dataproc.local_executor.PooledLocalExecutor`).
 """
 
 from __future__ import annotations
@@ -127,11 +129,11 @@ def execute(step: UnitStage, tasks: int, logging_dir: str, execution: Execution)
     quiet_unless_verbose()  # datatrove's per-task banners and stats: only with --verbose
     speed_up_loguru()
     if execution.executor == "local":
-        from datatrove.executor import LocalPipelineExecutor
+        from dataproc.local_executor import PooledLocalExecutor
 
         workers = min(execution.workers, tasks)
-        LocalPipelineExecutor(pipeline=[step], tasks=tasks, workers=workers, logging_dir=logging_dir,
-                              **_local_options(step, workers, execution.options)).run()
+        PooledLocalExecutor(pipeline=[step], tasks=tasks, workers=workers, logging_dir=logging_dir,
+                            **_local_options(step, workers, execution.options)).run()
     elif execution.executor == "ray":
         from datatrove.executor import RayPipelineExecutor
 
