@@ -2,14 +2,15 @@
 
 Layout of ``checkpoint.dir``::
 
-    step_000020/            one checkpoint (dist_checkpointing files + rng/rank_N.pt)
+    step_000020/            one checkpoint (dist_checkpointing files + rng/rank_N.pt, tensors only)
     latest                  text: the name of the newest complete checkpoint
 
 A checkpoint is written to ``step_N.tmp`` and renamed once every rank has finished, then ``latest`` is
 replaced atomically — a run killed mid-save leaves the previous checkpoint as ``latest``. Tensors are
 stored by their global (unsharded) coordinates, so a checkpoint saved under one TP/PP/DP layout loads
 under another. Adam's step count is stored and restored explicitly: megatron's loader re-creates
-optimizer state without it, and bias correction would restart.
+optimizer state without it, and bias correction would restart. Loading runs no code from the files
+(:mod:`engine.checkpoint_safety`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from megatron.core import dist_checkpointing, tensor_parallel
 from megatron.core.optimizer import MegatronOptimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
+from engine.checkpoint_safety import check_checkpoint, load_rng, rng_to_tensors
 from engine.model import unwrap
 
 # the distributed optimizer's only format that round-trips exactly in a fresh process (../shared/docs/PLATFORM.md)
@@ -137,7 +139,7 @@ def save(ckpt_dir: str | Path, step: int, model: list[torch.nn.Module], optimize
     _plain_results_queue()
     dist_checkpointing.save(state, str(tmp), content_metadata=_OPTIM_METADATA)
     (tmp / "rng").mkdir(exist_ok=True)
-    torch.save(rng_state(), tmp / "rng" / f"rank_{rank}.pt")
+    torch.save(rng_to_tensors(rng_state()), tmp / "rng" / f"rank_{rank}.pt")
     dist.barrier()
     if rank == 0:
         shutil.rmtree(final, ignore_errors=True)
@@ -161,6 +163,7 @@ def load(path: str | Path, model: list[torch.nn.Module], optimizer: MegatronOpti
     when the world size is unchanged.
     """
     path = str(path)
+    check_checkpoint(path)
     common = dist_checkpointing.load_common_state_dict(path)
     request = _model_state(model)
     if optimizer is not None:
@@ -180,7 +183,7 @@ def load(path: str | Path, model: list[torch.nn.Module], optimizer: MegatronOpti
         scheduler.load_state_dict(common["scheduler"])
     rng_file = Path(path) / "rng" / f"rank_{dist.get_rank()}.pt"
     if restore_rng and common.get("world_size") == dist.get_world_size() and rng_file.is_file():
-        set_rng_state(torch.load(rng_file, weights_only=False))
+        set_rng_state(load_rng(rng_file))
     return dict(common.get("train_state", {}))
 
 

@@ -113,8 +113,10 @@ def read_checkpoint(path: str | Path, m: ModelConfig) -> tuple[dict[str, torch.T
     from megatron.core import dist_checkpointing
 
     from engine import checkpoint
+    from engine.checkpoint_safety import check_checkpoint
     from engine.model import unwrap
 
+    check_checkpoint(path)
     stored = dist_checkpointing.load_tensors_metadata(str(path))
     heads = sorted(k for k in stored if "value_head" in k and not k.startswith("optimizer"))
     if heads:

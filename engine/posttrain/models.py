@@ -22,8 +22,9 @@ from megatron.core import parallel_state as ps
 from megatron.core.models.gpt import GPTModel
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
+from engine.checkpoint_safety import check_checkpoint
 from engine.layers import SDPAttention
-from engine.model import unwrap
+from engine.model import mask_padded_vocab, unwrap
 from engine.posttrain.batches import model_device, to_device
 
 Batch = dict[str, torch.Tensor]
@@ -85,6 +86,7 @@ HEAD_PREFIX = "value_head."
 def load_backbone(path: str | Path, model: Sequence[torch.nn.Module], optimizer: Any = None) -> None:
     """Load a checkpoint's transformer weights into ``model``, keeping its own head when the checkpoint
     has none (reward model / critic from SFT weights)."""
+    check_checkpoint(path)
     stored = set(dist_checkpointing.load_tensors_metadata(str(path)).keys())
     request = {}
     for i, m in enumerate(model):
@@ -123,11 +125,7 @@ def vocab_logps(logits: torch.Tensor, labels: torch.Tensor, vocab_size: int,
     logits = logits.float()
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
-    part = logits.shape[-1]
-    start = ps.get_tensor_model_parallel_rank() * part
-    padded = torch.arange(start, start + part, device=logits.device) >= vocab_size
-    logits = logits.masked_fill(padded, -1e30)  # exp() of it is 0: no mass on padded ids
-    return -tensor_parallel.vocab_parallel_cross_entropy(logits, labels)
+    return -tensor_parallel.vocab_parallel_cross_entropy(mask_padded_vocab(logits, vocab_size), labels)
 
 
 def forward_collect(model: Sequence[torch.nn.Module], microbatches: list[Batch],
