@@ -87,6 +87,7 @@ bench-data: venv
 	$(BIN)/python benchmarks/filters.py
 	$(BIN)/python benchmarks/langid.py
 	$(BIN)/python benchmarks/minhash.py
+	$(BIN)/python benchmarks/pii.py
 	$(BIN)/python benchmarks/tokenization.py
 
 ## MinHash dedup as the corpus grows: time and per-task peak RSS of every step at 1x/4x/16x/64x docs_sections
@@ -113,6 +114,7 @@ bench-smoke: venv
 	$(BIN)/python benchmarks/filters.py --smoke
 	$(BIN)/python benchmarks/langid.py --smoke
 	$(BIN)/python benchmarks/minhash.py --smoke
+	$(BIN)/python benchmarks/pii.py --smoke
 	$(BIN)/python benchmarks/tokenization.py --smoke
 	$(BIN)/python benchmarks/pipeline.py --smoke
 	$(BIN)/python benchmarks/dedup_scale.py --smoke

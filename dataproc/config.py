@@ -1,6 +1,7 @@
 """Pipeline configuration: YAML → typed dataclasses, dotted overrides, validation naming the key.
 
-A config describes read → filters (in order) → exact dedup → MinHash near-dedup → write, and
+A config describes read → filters (in order) → PII redaction → exact dedup → MinHash near-dedup →
+write, and
 how to execute it (datatrove's local, Slurm or Ray executor). See ``configs/dataproc/``.
 """
 
@@ -59,6 +60,15 @@ class MinHashConfig:
 
 
 @dataclass
+class PIIConfig:
+    # a `pii:` section turns the step on (`pii: {}`: these defaults); `enabled: false` turns it off
+    enabled: bool = False
+    kinds: list[str] = field(default_factory=lambda: ["email", "ipv4", "phone"])  # also: ipv6
+    public_ips_only: bool = True  # private, loopback, reserved... addresses are kept, as datatrove
+    placeholders: dict[str, str] = field(default_factory=dict)  # kind -> text, e.g. {email: "<EMAIL>"}
+
+
+@dataclass
 class PipelineConfig:
     input: str | list[str] = ""
     output: str = ""
@@ -66,6 +76,7 @@ class PipelineConfig:
     read: ReadConfig = field(default_factory=ReadConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     filters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pii: PIIConfig = field(default_factory=PIIConfig)
     exact_dedup: ExactConfig = field(default_factory=ExactConfig)
     minhash: MinHashConfig = field(default_factory=MinHashConfig)
 
@@ -74,6 +85,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 base: dict[str, Any] | None = None) -> PipelineConfig:
     """Read YAML (optional), apply ``key.sub=value`` overrides (values parsed as YAML), validate."""
     tree = load_tree(path, overrides, base)
+    if "pii" in tree and (tree["pii"] is None or isinstance(tree["pii"], dict)):
+        tree["pii"] = {"enabled": True, **(tree["pii"] or {})}  # the section's presence turns it on
     cfg = build(PipelineConfig, tree)
     validate(cfg)
     return cfg
@@ -95,6 +108,13 @@ def validate(cfg: PipelineConfig) -> None:
         raise ConfigError("max_shard_bytes", "must be at least 1 KiB")
     for name in cfg.filters:
         check_filter_name(name)
+    if cfg.pii.enabled:
+        from dataproc.pii import PIIRedactor
+
+        try:
+            PIIRedactor(cfg.pii.kinds, cfg.pii.public_ips_only, cfg.pii.placeholders)
+        except ValueError as exc:
+            raise ConfigError("pii.kinds" if "kinds" in str(exc) else "pii.placeholders", str(exc)) from exc
     for key in ("exact_dedup", "minhash"):
         if getattr(cfg, key).warn_component_size < 1:
             raise ConfigError(f"{key}.warn_component_size", "must be >= 1")

@@ -1,6 +1,6 @@
 """Compose pipelines: which steps, in which order, reading what (execution: :mod:`dataproc.execution`).
 
-A pipeline is a list of steps, each with a task count: filter → exact dedup → MinHash dedup
+A pipeline is a list of steps, each with a task count: filter → PII redaction → exact dedup → MinHash dedup
 (each dedup: keys, buckets, components rounds, keep, filter; :mod:`dataproc.dedup.stages`), then a
 summary step that writes every stage's ``stats.json`` and the top-level books. Each stage reads
 the previous stage's ``kept/`` directory, resolved only when its tasks start, so the whole chain
@@ -32,6 +32,8 @@ from dataproc.execution import Execution, Step, launch
 from dataproc.filter_stage import FilterStage
 from dataproc.filters import build_filters
 from dataproc.io.storage import Folder
+from dataproc.pii import PIIRedactor
+from dataproc.pii_stage import PIIStage
 from dataproc.shards import resolve_inputs
 from dataproc.stage import UnitStage
 
@@ -88,7 +90,7 @@ def minhash_keyer(m: MinHashConfig) -> MinHashKeyer:
 
 
 def plan_pipeline(cfg: PipelineConfig, progress: bool = True) -> tuple[list[Step], list[tuple[str, UnitStage]]]:
-    """All steps of ``cfg``: filter → exact → minhash, each reading the previous ``kept/``."""
+    """All steps of ``cfg``: filter → pii → exact → minhash, each reading the previous ``kept/``."""
     out = Folder(cfg.output)
     ex = cfg.execution
     opts = {"tasks": ex.tasks, "max_shard_bytes": cfg.max_shard_bytes, "progress": progress,
@@ -101,6 +103,13 @@ def plan_pipeline(cfg: PipelineConfig, progress: bool = True) -> tuple[list[Step
         steps += filter_steps(current, out.url_of("filter"), build_filters(cfg.filters), **opts, **first_read)
         stages.append(("filter", steps[-1].step))
         current, first_read = out.url_of("filter", "kept"), {}
+    if cfg.pii.enabled:
+        p = cfg.pii
+        redactor = PIIRedactor(p.kinds, p.public_ips_only, p.placeholders)
+        stage_opts = {k: v for k, v in opts.items() if k != "tasks"}
+        steps.append(Step(PIIStage(current, out.url_of("pii"), redactor, **stage_opts, **first_read), ex.tasks))
+        stages.append(("pii", steps[-1].step))
+        current, first_read = out.url_of("pii", "kept"), {}
     for label, section, make in (("exact", cfg.exact_dedup, ExactKeyer),
                                  ("minhash", cfg.minhash, lambda: minhash_keyer(cfg.minhash))):
         if section.enabled:
@@ -110,12 +119,12 @@ def plan_pipeline(cfg: PipelineConfig, progress: bool = True) -> tuple[list[Step
             stages.append((f"{keyer.name}-dedup", steps[-1].step))
             current, first_read = out.url_of(label, "kept"), {}
     if not steps:
-        raise ConfigError("filters", "nothing to run: configure filters, or enable exact_dedup or minhash")
+        raise ConfigError("filters", "nothing to run: configure filters or pii, or enable exact_dedup or minhash")
     return steps, stages
 
 
 def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
-    """filter → exact → minhash as configured; writes and returns the top-level stats."""
+    """filter → pii → exact → minhash as configured; writes and returns the top-level stats."""
     steps, stages = plan_pipeline(cfg, progress)
     ex = cfg.execution
     return launch(steps, cfg.output, stages, Execution(ex.executor, ex.tasks, ex.workers, ex.options),
