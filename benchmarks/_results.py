@@ -10,6 +10,7 @@ byte-identical (``tests/benchmarks/test_smoke.py`` checks it).
 from __future__ import annotations
 
 import argparse
+import csv
 import tempfile
 from pathlib import Path
 
@@ -47,3 +48,13 @@ def written(out: Path, smoke: bool, what: str) -> str:
     """The closing line: what was written where, and for a smoke run that it was not results/."""
     note = " (smoke run: a temporary folder, benchmarks/results untouched)" if smoke and out != RESULTS else ""
     return f"wrote {what} to {out}{note}"
+
+
+def write_csv(out: Path, name: str, rows: list[dict]) -> Path:
+    """``rows`` (dicts with the same keys, in order) as ``out/name``; returns the path."""
+    path = out / name
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

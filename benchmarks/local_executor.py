@@ -14,7 +14,6 @@ Writes ``local_executor.csv`` to ``--output-dir``.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import shutil
 import statistics
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _results import add_output_arg, output_dir, scratch_dir, written  # noqa: E402
+from _results import add_output_arg, output_dir, scratch_dir, write_csv, written  # noqa: E402
 from datatrove.executor import LocalPipelineExecutor  # noqa: E402
 from datatrove.pipeline.base import PipelineStep  # noqa: E402
 
@@ -94,10 +93,7 @@ def main() -> None:
               f"wall vs peer {peer['wall_s_median'] / mine['wall_s_median']:.2f}x, "
               f"overhead vs peer {peer['overhead_ms_per_task'] / max(mine['overhead_ms_per_task'], 1e-3):.1f}x less")
     shutil.rmtree(scratch, ignore_errors=True)
-    with open(out / "local_executor.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out, "local_executor.csv", rows)
     print(written(out, args.smoke, "local_executor.csv"))
 
 

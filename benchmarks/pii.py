@@ -17,7 +17,6 @@ Writes ``pii.csv`` to ``--output-dir``.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _results import add_output_arg, output_dir, written  # noqa: E402
+from _results import add_output_arg, output_dir, write_csv, written  # noqa: E402
 from _timing import best_of, versions  # noqa: E402
 
 from dataproc.pii import PIIRedactor  # noqa: E402
@@ -97,10 +96,7 @@ def main() -> None:
           f"replaced in {counts['documents_changed']} documents); with phone numbers too: {phone_s:.3f} s "
           f"({phone_counts['phone']} phone numbers)")
     print("versions:", versions(["datatrove", "pyarrow"]))
-    with open(out / "pii.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out, "pii.csv", rows)
     print(written(out, args.smoke, "pii.csv"))
 
 
