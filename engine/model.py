@@ -40,34 +40,6 @@ class EngineTransformerConfig(TransformerConfig):
 
     kernels_rope: bool = False
     """Apply RoPE with the Triton kernel (``engine.layers.install_kernels_rope``)."""
-    vocab_size_unpadded: int | None = None
-    """The tokenizer's vocabulary size: output rows from here on are megatron's padding, left out of the loss."""
-
-
-def mask_padded_vocab(logits: torch.Tensor, vocab_size: int | None) -> torch.Tensor:
-    """``logits`` (this TP rank's vocabulary shard, last dim) with the padded ids' entries at -1e30.
-
-    megatron pads the output layer to a multiple of ``make_vocab_size_divisible_by x tp``; exp() of
-    -1e30 is 0, so a softmax over the result has no mass on padded ids, whatever the padding (and TP) is.
-    """
-    if vocab_size is None:
-        return logits
-    part = logits.shape[-1]
-    start = ps.get_tensor_model_parallel_rank() * part
-    if start + part <= vocab_size:
-        return logits
-    padded = torch.arange(start, start + part, device=logits.device) >= vocab_size
-    return logits.masked_fill(padded, -1e30)
-
-
-class PaddedVocabLossMixin:
-    """Put before a ``GPTModel`` (sub)class: the language-model loss is a softmax over the tokenizer's
-    vocabulary only, so the loss does not depend on how far TP padded the output layer."""
-
-    def compute_language_model_loss(self, labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        model: Any = self
-        logits = mask_padded_vocab(logits, model.config.vocab_size_unpadded)
-        return super().compute_language_model_loss(labels, logits)  # type: ignore[misc]
 
 
 class FusedLinearCrossEntropyMixin:
@@ -88,16 +60,11 @@ class FusedLinearCrossEntropyMixin:
             weight = model.shared_embedding_or_output_weight()
         else:
             weight = model.output_layer.weight
-        if model.config.vocab_size_unpadded is not None:
-            weight = weight[: model.config.vocab_size_unpadded]  # TP=1: the padded rows are the last ones
         return language_model_loss(hidden_states, weight, labels)
 
 
 def model_class(cfg: PretrainConfig, model_cls: type = GPTModel) -> type:
-    """``model_cls`` with the loss over the real vocabulary only, and the fused output layer + loss when the
-    config switches it on."""
-    if not issubclass(model_cls, PaddedVocabLossMixin):
-        model_cls = type(f"PaddedVocab{model_cls.__name__}", (PaddedVocabLossMixin, model_cls), {})
+    """``model_cls``, or a subclass with the fused output layer + loss when the config switches it on."""
     if not cfg.kernels.fused_linear_cross_entropy or issubclass(model_cls, FusedLinearCrossEntropyMixin):
         return model_cls
     return type(f"FusedLinearCE{model_cls.__name__}", (FusedLinearCrossEntropyMixin, model_cls), {})
@@ -126,7 +93,6 @@ def transformer_config(cfg: PretrainConfig) -> TransformerConfig:
         # output under this flag; no Transformer Engine involved
         use_te_activation_func=k.swiglu,
         kernels_rope=k.rope,
-        vocab_size_unpadded=cfg.tokenizer.vocab_size,
         bias_dropout_fusion=False,
         masked_softmax_fusion=False,
         apply_rope_fusion=False,

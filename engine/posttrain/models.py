@@ -24,7 +24,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from engine.checkpoint_safety import check_checkpoint
 from engine.layers import SDPAttention
-from engine.model import mask_padded_vocab, unwrap
+from engine.model import unwrap
 from engine.posttrain.batches import model_device, to_device
 
 Batch = dict[str, torch.Tensor]
@@ -125,7 +125,11 @@ def vocab_logps(logits: torch.Tensor, labels: torch.Tensor, vocab_size: int,
     logits = logits.float()
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
-    return -tensor_parallel.vocab_parallel_cross_entropy(mask_padded_vocab(logits, vocab_size), labels)
+    part = logits.shape[-1]
+    start = ps.get_tensor_model_parallel_rank() * part
+    padded = torch.arange(start, start + part, device=logits.device) >= vocab_size
+    logits = logits.masked_fill(padded, -1e30)  # exp() of it is 0: no mass on padded ids
+    return -tensor_parallel.vocab_parallel_cross_entropy(logits, labels)
 
 
 def forward_collect(model: Sequence[torch.nn.Module], microbatches: list[Batch],

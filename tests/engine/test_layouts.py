@@ -3,9 +3,6 @@
 One in-process single-rank run gives the baseline curve and the shared initial weights (a TP=1
 checkpoint that every layout loads — which also exercises resharding on load). The layouts then run
 inside two torchrun launches (2 and 8 ranks). Tokens per step are fixed (global batch 8 × 128).
-
-The tokenizer has 1,100 ids, not a multiple of 256: megatron pads the output layer to 1,152 rows at
-TP=1 and 1,280 at TP=2, so the curves match only if the padded rows stay out of the loss.
 """
 
 from __future__ import annotations
@@ -14,8 +11,7 @@ import json
 
 import pytest
 
-from tests.engine.conftest import build_token_prefix
-from tests.engine.harness import ROOT, TINY, TokenData, data_overrides, torchrun
+from tests.engine.harness import ROOT, TINY, data_overrides, torchrun
 
 STEPS = 10
 TOL = dict(rel=1e-5, abs=1e-5)
@@ -28,27 +24,16 @@ def _base(token_data, run_dir) -> list[str]:
             "logging.tensorboard=false"]
 
 
-VOCAB = 1100
-
-
 @pytest.fixture(scope="module")
-def layout_tokens(tiny_sections, tmp_path_factory) -> TokenData:
-    out = tmp_path_factory.mktemp("layout_tokens")
-    prefix, tok_path = build_token_prefix(tiny_sections, out, vocab_size=VOCAB)
-    return TokenData(prefix=prefix, tokenizer=tok_path, work=out)
-
-
-@pytest.fixture(scope="module")
-def baseline(layout_tokens, tmp_path_factory):
+def baseline(token_data, tmp_path_factory):
     """Single-rank curve, eval loss, and the initial weights as a TP=1 checkpoint."""
     from engine import checkpoint
-    from engine.config import load_config, padded_vocab_size
+    from engine.config import load_config
     from engine.stages.pretrain import build_run
 
     work = tmp_path_factory.mktemp("layouts")
-    base = _base(layout_tokens, work / "run")
+    base = _base(token_data, work / "run")
     cfg = load_config(TINY, base, world_size=1)
-    assert cfg.tokenizer.vocab_size == VOCAB and padded_vocab_size(cfg) == 1152
     run = build_run(cfg)
     init = checkpoint.save(work / "init", 0, run.trainer.model, None, None)
     records = run.trainer.fit()
