@@ -114,7 +114,8 @@ def validate(cfg: PipelineConfig) -> None:
         try:
             PIIRedactor(cfg.pii.kinds, cfg.pii.public_ips_only, cfg.pii.placeholders)
         except ValueError as exc:
-            raise ConfigError("pii.kinds" if "kinds" in str(exc) else "pii.placeholders", str(exc)) from exc
+            raise ConfigError("pii.placeholders" if str(exc).startswith("pii placeholders") else "pii.kinds",
+                              str(exc)) from exc
     for key in ("exact_dedup", "minhash"):
         if getattr(cfg, key).warn_component_size < 1:
             raise ConfigError(f"{key}.warn_component_size", "must be >= 1")

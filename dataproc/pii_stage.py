@@ -10,37 +10,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dataproc.filter_stage import SplitOutputs, clear_split_outputs
+from dataproc.filter_stage import FilterStage, SplitOutputs
 from dataproc.pii import PIIRedactor
-from dataproc.shards import read_batches
-from dataproc.stage import UNITS_DIR, UnitStage, UnitStats
+from dataproc.stage import UnitStats
 
 
-class PIIStage(UnitStage):
-    """datatrove ``PipelineStep``: ``redactor`` over every input file, one unit per file."""
+class PIIStage(FilterStage):
+    """datatrove ``PipelineStep``: ``redactor`` over every input file, one unit per file.
+
+    A :class:`~dataproc.filter_stage.FilterStage` (same units, reading, outputs and resume) whose unit
+    redacts instead of filtering. Batches arrive with their text column named ``text`` whatever
+    ``text_column`` is, which is the redactor's default column.
+    """
 
     name = "pii"
 
-    def __init__(self, inputs: Sequence[str] | str, output_dir: str, redactor: PIIRedactor,
-                 batch_size: int = 10_000, max_shard_bytes: int = 256 << 20, text_column: str = "text",
-                 id_column: str = "id", max_text_bytes: int = 10_000_000, progress: bool = True) -> None:
-        super().__init__(output_dir, progress, inputs)
+    def __init__(self, inputs: Sequence[str] | str, output_dir: str, redactor: PIIRedactor, **options: Any) -> None:
+        super().__init__(inputs, output_dir, [], **options)
         self.redactor = redactor
-        self.batch_size, self.max_shard_bytes = batch_size, max_shard_bytes
-        self.text_column, self.id_column, self.max_text_bytes = text_column, id_column, max_text_bytes
-        self.redactor.text_column = text_column
-
-    def units(self) -> list[str]:
-        return [f"{i:05d}" for i in range(len(self.inputs))]
-
-    def clear(self, unit: str) -> None:
-        clear_split_outputs(self.out, unit)
 
     def process(self, unit_index: int, unit: str) -> UnitStats:
         outputs = SplitOutputs(self.out, unit, self.max_shard_bytes)
         counts = {f"pii_{k}": 0 for k in (*self.redactor.kinds, "documents_changed")}
-        for b in read_batches(self.inputs[unit_index], self.batch_size, self.text_column, self.id_column,
-                              self.max_text_bytes):
+        for b in self.read(unit_index):
             self.tick(b.docs_in)
             outputs.arrived(b)
             if b.good.num_rows == 0:
@@ -53,12 +45,12 @@ class PIIStage(UnitStage):
         stats.extra.update(counts)
         return stats
 
-    def report(self) -> dict[str, Any]:
-        totals: dict[str, int] = {}
-        for u in self.units():
-            for k, v in self.out.read_json(f"{UNITS_DIR}/{u}.json").get("extra", {}).items():
-                if k.startswith("pii_"):
-                    totals[k[4:]] = totals.get(k[4:], 0) + v
+    def summarize(self) -> dict[str, Any]:
+        """The stage summary, its merged ``pii_*`` unit counters regrouped under ``pii``."""
+        summary = super().summarize()
+        extra = summary.get("extra", {})
+        totals = {k[4:]: extra.pop(k) for k in list(extra) if k.startswith("pii_")}
         changed = totals.pop("documents_changed", 0)
-        return {"pii": {"kinds": list(self.redactor.kinds), "replaced": totals, "documents_changed": changed,
-                        "public_ips_only": self.redactor.public_ips_only}}
+        summary["pii"] = {"kinds": list(self.redactor.kinds), "replaced": totals, "documents_changed": changed,
+                          "public_ips_only": self.redactor.public_ips_only}
+        return summary
